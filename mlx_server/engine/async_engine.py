@@ -1,0 +1,197 @@
+"""The engine as the HTTP layer sees it: an `EngineClient` backed by a loop on its own thread.
+
+The model loads and runs on one dedicated thread, so the HTTP event loop never waits
+on a forward pass and /health answers while every slot is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, AsyncIterator, Callable, Sequence
+
+from ..config import EngineConfig
+from .core import EngineCore
+from .loader import LoadedModel
+from .types import (
+    GenerationOutput,
+    GenerationRequest,
+    Health,
+    ModelInfo,
+    TemplateError,
+)
+
+log = logging.getLogger("mlx_server.engine")
+
+
+class AsyncEngine:
+    """Implements `EngineClient`. Start it, then poll `ready` (or `health()`)."""
+
+    def __init__(self, load: Callable[[], LoadedModel], config: EngineConfig, model_id: str):
+        self._load = load
+        self._config = config
+        self._model_id = model_id
+        self._core: EngineCore | None = None
+        self._info: ModelInfo | None = None
+        self._state = "loading"
+        self._error = ""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._beat = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> "AsyncEngine":
+        self._thread.start()
+        return self
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._state == "ok"
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._state == "loading":
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return self.ready
+
+    def _run(self) -> None:
+        try:
+            loaded = self._load()
+            self._core = EngineCore(loaded, self._config)
+            self._info = _model_info(self._model_id, loaded, self._config)
+            self._state = "ok"
+            log.info("engine ready: %d slots, ctx %d", self._config.max_slots, loaded.ctx_size)
+        except Exception as e:
+            log.exception("model load failed")
+            self._error, self._state = f"{type(e).__name__}: {e}", "error"
+            return
+        self._loop(self._core)
+
+    def _loop(self, core: EngineCore) -> None:
+        while not self._stop.is_set():
+            if not core.has_work():
+                self._wake.wait(0.05)
+                self._wake.clear()
+                self._beat = time.monotonic()
+                continue
+            try:
+                core.step()
+            except Exception as e:  # the batch itself broke: end its sequences, keep serving
+                log.exception("engine step failed")
+                core.fail_all(f"internal error during generation: {type(e).__name__}")
+                core.reset_generator()
+            self._beat = time.monotonic()
+
+    # -- EngineClient -----------------------------------------------------------
+    @property
+    def model_info(self) -> ModelInfo:
+        if self._info is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self._info
+
+    @property
+    def core(self) -> EngineCore:
+        if self._core is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self._core
+
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        template_kwargs: dict[str, Any] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> list[int]:
+        tok = self.core.tok
+        try:
+            text = tok.apply_chat_template(
+                messages,
+                tools=tools or None,
+                add_generation_prompt=add_generation_prompt,
+                tokenize=False,
+                **(template_kwargs or {}),
+            )
+        except Exception as e:  # jinja errors, raise_exception() in templates, bad kwargs
+            raise TemplateError(f"The chat template could not render these messages: {e}") from e
+        return list(tok.encode(text, add_special_tokens=False))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.core.tok.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.core.tok.decode(list(token_ids)))
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
+
+        def emit(out: GenerationOutput) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, out)
+            except RuntimeError:  # the client's loop is gone; the abort below cleans up
+                pass
+
+        self.core.submit(request, emit)
+        self._wake.set()
+        done = False
+        try:
+            while not done:
+                out = await queue.get()
+                done = out.finish_reason is not None
+                yield out
+        finally:
+            if not done:
+                self.core.abort(request.request_id)
+                self._wake.set()
+
+    async def abort(self, request_id: str) -> None:
+        if self._core is not None:
+            self._core.abort(request_id)
+            self._wake.set()
+
+    def health(self) -> Health:
+        if self._state == "loading":
+            return Health(False, "loading", "Loading model")
+        if self._state == "error" or not self._thread.is_alive():
+            return Health(False, "error", self._error or "the engine thread has stopped")
+        stalled = time.monotonic() - self._beat
+        if self._core is not None and self._core.has_work() and stalled > self._config.wedge_timeout_s:
+            return Health(False, "wedged", f"no engine progress for {stalled:.0f}s")
+        return Health(True, "ok")
+
+    def stats(self) -> dict[str, Any]:
+        if self._core is None:
+            return {"state": self._state}
+        return {"state": self._state, **self._core.stats()}
+
+
+def _model_info(model_id: str, loaded: LoadedModel, config: EngineConfig) -> ModelInfo:
+    tok = loaded.tokenizer
+    template = getattr(tok._tokenizer, "chat_template", None)
+    return ModelInfo(
+        id=model_id,
+        path=str(loaded.path),
+        ctx_size=loaded.ctx_size,
+        vocab_size=loaded.vocab_size,
+        chat_template=template if isinstance(template, str) else None,
+        created=int(time.time()),
+        max_slots=config.max_slots,
+        dtype=loaded.dtype,
+        device=str(_device()),
+    )
+
+
+def _device() -> str:
+    import mlx.core as mx
+
+    return str(mx.default_device())

@@ -1,0 +1,243 @@
+"""The engine core: admission, prefix reuse and one batched step at a time.
+
+Runs on a single thread. Continuous batching, chunked prefill interleaved with
+decoding, and per-sequence cache extraction come from mlx-lm's BatchGenerator; this
+class decides who runs, what they reuse, and what they emit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.generate import BatchGenerator, StopSequences
+
+from ..config import EngineConfig
+from .kv_budget import KVBudget
+from .loader import LoadedModel
+from .prefix_cache import PrefixCache
+from .sampling import make_processors, make_sampler
+from .sequence import Emit, Sequence
+from .types import (
+    CapacityError,
+    GenerationRequest,
+    InvalidRequestError,
+    PromptTooLongError,
+    QueueFullError,
+)
+
+log = logging.getLogger("mlx_server.engine")
+
+# Prompt-end snapshots shorter than this are cheaper to recompute than to store.
+MIN_SNAPSHOT_TOKENS = 32
+
+
+class EngineCore:
+    """Owns the BatchGenerator. `submit` and `abort` are thread-safe; `step` is not."""
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig):
+        self.loaded = loaded
+        self.config = config
+        self.tok = loaded.tokenizer
+        self.budget = KVBudget.measure(loaded.model, config.cache_bytes)
+        self.prefix = PrefixCache(self.budget.total if config.enable_prefix_cache else 0)
+        self.gen = self._new_generator()
+        self._lock = threading.Lock()
+        self._inbox: deque[Sequence] = deque()
+        self._aborts: set[str] = set()
+        self.waiting: deque[Sequence] = deque()
+        self.running: dict[int, Sequence] = {}
+        self.counters = {"steps": 0, "decode_steps": 0, "busy_slot_steps": 0,
+                         "prompt_tokens": 0, "generated_tokens": 0, "requests": 0}
+
+    def _new_generator(self) -> BatchGenerator:
+        return BatchGenerator(
+            self.loaded.model,
+            completion_batch_size=self.config.max_slots,
+            prefill_batch_size=self.config.max_slots,
+            prefill_step_size=self.config.prefill_step_size,
+            stream=mx.new_stream(mx.default_device()),
+        )
+
+    def reset_generator(self) -> None:
+        """After a failed step the batch state is suspect: start from an empty one."""
+        self.gen = self._new_generator()
+
+    # -- called from any thread -------------------------------------------------
+    def submit(self, request: GenerationRequest, emit: Emit) -> None:
+        n = len(request.prompt_tokens)
+        ctx = self.loaded.ctx_size
+        if n == 0:
+            raise InvalidRequestError("The prompt is empty.", param="prompt")
+        if n >= ctx:
+            raise PromptTooLongError(n, ctx)
+        max_tokens = max(1, min(request.sampling.max_tokens, ctx - n))
+        need = self.budget.bytes_for(n + max_tokens)
+        if need > self.budget.total:
+            raise CapacityError(
+                f"The request needs {need} bytes of KV cache ({n} prompt + {max_tokens} new "
+                f"tokens) but the cache budget is {self.budget.total} bytes; lower max_tokens."
+            )
+        make_processors(request.sampling, self.loaded.vocab_size)  # validates logit_bias
+        seq = Sequence(request, emit, self.tok, max_tokens, reserved_bytes=need)
+        with self._lock:
+            if len(self.waiting) + len(self._inbox) >= self.config.max_queue:
+                raise QueueFullError()
+            self._inbox.append(seq)
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            self._aborts.add(request_id)
+
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting or self._inbox)
+
+    # -- engine thread only -----------------------------------------------------
+    def step(self) -> None:
+        self._drain_inbox()
+        self._expire()
+        self._admit()
+        if not self.running:
+            return
+        with mx.stream(self.gen.stream):
+            prompt_rs, gen_rs = self.gen._next()
+        self.counters["steps"] += 1
+        if gen_rs:
+            self.counters["decode_steps"] += 1
+            self.counters["busy_slot_steps"] += len(gen_rs)
+            self.counters["generated_tokens"] += len(gen_rs)
+        for r in prompt_rs:
+            if r.end_of_segment and not r.end_of_prompt:
+                self._snapshot(r.uid)
+        for r in gen_rs:
+            self._on_generated(r)
+
+    def _drain_inbox(self) -> None:
+        with self._lock:
+            self.waiting.extend(self._inbox)
+            self._inbox.clear()
+            aborts, self._aborts = self._aborts, set()
+        for rid in aborts:
+            self._finish_by_id(rid, "abort")
+
+    def _finish_by_id(self, request_id: str, reason: str, error: str | None = None) -> None:
+        for seq in list(self.waiting):
+            if seq.request_id == request_id:
+                self.waiting.remove(seq)
+                seq.emit_output("", finish=reason, error=error)
+        for uid, seq in list(self.running.items()):
+            if seq.request_id == request_id:
+                self._release(uid, keep_cache=reason != "error")
+                seq.emit_output("", finish=reason, error=error)
+
+    def _expire(self) -> None:
+        now = time.perf_counter()
+        for seq in [s for s in (*self.waiting, *self.running.values()) if s.deadline_passed(now)]:
+            self._finish_by_id(seq.request_id, "timeout", "The request exceeded its timeout.")
+
+    def _reserved(self) -> int:
+        return sum(s.reserved_bytes for s in self.running.values())
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.config.max_slots:
+            seq = self.waiting[0]
+            free = self.budget.total - self._reserved()
+            if seq.reserved_bytes > free - self.prefix.nbytes:
+                self.prefix.shrink_to(free - seq.reserved_bytes)
+            if seq.reserved_bytes > free:
+                return  # memory pressure: wait for running sequences to finish
+            self.waiting.popleft()
+            try:
+                self._start(seq)
+            except Exception as e:  # one bad request must not stop the loop
+                log.exception("could not start %s", seq.request_id)
+                seq.emit_output("", finish="error", error=f"{type(e).__name__}: {e}")
+
+    def _start(self, seq: Sequence) -> None:
+        prompt = seq.prompt
+        cache, reused = None, 0
+        if self.config.enable_prefix_cache:
+            cache, reused = self.prefix.lookup(prompt, max_reuse=len(prompt) - 1)
+        sp = seq.request.sampling
+        stops = [] if sp.ignore_eos else [[t] for t in self.loaded.eos_ids]
+        stops += [[t] for t in sp.stop_token_ids]
+        (uid,) = self.gen.insert(
+            [prompt[reused:]],
+            max_tokens=[seq.max_tokens],
+            caches=[cache] if cache is not None else None,
+            all_tokens=[prompt[:reused]],
+            samplers=[make_sampler(sp)],
+            logits_processors=[make_processors(sp, self.loaded.vocab_size)],
+            stop_sequences=[StopSequences(stops or None)],
+        )
+        seq.uid, seq.cached_tokens, seq.t_admit = uid, reused, time.perf_counter()
+        self.running[uid] = seq
+        self.counters["requests"] += 1
+        self.counters["prompt_tokens"] += len(prompt) - reused
+
+    def _snapshot(self, uid: int) -> None:
+        """Keep the cache of the prompt (all but its last token) for later requests."""
+        seq = self.running.get(uid)
+        if seq is None or not self.config.enable_prefix_cache:
+            return
+        if len(seq.prompt) - 1 < MIN_SNAPSHOT_TOKENS:
+            return
+        got = self.gen.extract_cache([uid]).get(uid)
+        if got is not None:
+            cache, tokens = got
+            self.prefix.insert(list(tokens), cache)
+
+    def _on_generated(self, r: Any) -> None:
+        seq = self.running.get(r.uid)
+        if seq is None:
+            return
+        seq.on_token(r.token, r.logprobs, r.finish_reason)
+        if r.finish_reason is not None:
+            self.running.pop(r.uid, None)
+            if self.config.enable_prefix_cache and r.prompt_cache is not None:
+                self.prefix.insert(list(r.all_tokens), r.prompt_cache)
+        elif seq.finished:  # a stop string ended it before the generator knew
+            self._release(r.uid, keep_cache=True)
+
+    def _release(self, uid: int, keep_cache: bool) -> None:
+        self.running.pop(uid, None)
+        got = self.gen.remove([uid], return_prompt_caches=keep_cache)
+        if keep_cache and self.config.enable_prefix_cache and uid in got:
+            cache, tokens = got[uid]
+            self.prefix.insert(list(tokens), cache)
+
+    def fail_all(self, message: str) -> None:
+        """The loop hit an error it cannot attribute: end every sequence with it."""
+        for seq in [*self.waiting, *self.running.values()]:
+            seq.emit_output("", finish="error", error=message)
+        for uid in list(self.running):
+            try:
+                self.gen.remove([uid])
+            except Exception:  # the generator may be the broken part
+                pass
+        self.running.clear()
+        self.waiting.clear()
+
+    def stats(self) -> dict[str, Any]:
+        p = self.prefix.stats
+        return {
+            "slots_total": self.config.max_slots,
+            "slots_busy": len(self.running),
+            "queue": len(self.waiting) + len(self._inbox),
+            "kv_budget_bytes": self.budget.total,
+            "kv_reserved_bytes": self._reserved(),
+            "kv_active_bytes": self.gen.prompt_cache_nbytes,
+            "prefix_cache_bytes": self.prefix.nbytes,
+            "prefix_cache_entries": len(self.prefix),
+            "prefix_cache_lookups": p.lookups,
+            "prefix_cache_hits": p.hits,
+            "prefix_cache_hit_tokens": p.hit_tokens,
+            "prefix_cache_queried_tokens": p.queried_tokens,
+            "prefix_cache_untrimmable_skips": p.untrimmable_skips,
+            "prefix_cache_evictions": p.evictions,
+            **self.counters,
+        }

@@ -1,0 +1,61 @@
+"""How many bytes of KV cache a sequence needs, and how many the engine may use."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.cache import make_prompt_cache
+
+log = logging.getLogger("mlx_server.engine")
+
+
+@dataclass(frozen=True)
+class KVBudget:
+    """Per-layer bytes per token (with each layer's window, if any) and the total budget."""
+
+    layers: tuple[tuple[int, int | None], ...]  # (bytes per token, max tokens or None)
+    total: int
+
+    def bytes_for(self, n_tokens: int) -> int:
+        return sum(per * (min(n_tokens, cap) if cap else n_tokens) for per, cap in self.layers)
+
+    @classmethod
+    def measure(cls, model: nn.Module, budget: int | None) -> "KVBudget":
+        """Run one token through a fresh cache and read the sizes back (works for any architecture)."""
+        cache = make_prompt_cache(model)
+        model(mx.array([[0]]), cache=cache)
+        mx.eval([c.state for c in cache])
+        layers = []
+        for c in cache:
+            keys = getattr(c, "keys", None)
+            if keys is None or not hasattr(keys, "shape"):
+                continue
+            per = c.nbytes // max(1, keys.shape[2])
+            layers.append((int(per), getattr(c, "max_size", None)))
+        total = budget if budget is not None else default_budget(model)
+        return cls(tuple(layers), int(total))
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_budget(model: nn.Module) -> int:
+    """A quarter of what is left after the weights, on Metal of its recommended working set."""
+    from mlx.utils import tree_flatten
+
+    weights = sum(p.nbytes for _, p in tree_flatten(model.parameters()))
+    if mx.metal.is_available():
+        limit = int(mx.metal.device_info().get("max_recommended_working_set_size", 0))
+    else:
+        limit = _total_memory()
+    budget = max(256 << 20, (limit - weights) // 4)
+    log.info("KV-cache budget %.2f GiB (weights %.2f GiB)", budget / 2**30, weights / 2**30)
+    return budget

@@ -1,0 +1,45 @@
+"""Process-wide logging: human text or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from .config import LogConfig
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra={"event": {...}}` fields are merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        event = getattr(record, "event", None)
+        if isinstance(event, dict):
+            out.update(event)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup_logging(config: LogConfig) -> None:
+    handler = logging.StreamHandler()
+    if config.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+    # Per-request lines come from our own middleware; uvicorn's access log would double them.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
