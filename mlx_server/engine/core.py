@@ -34,6 +34,9 @@ log = logging.getLogger("mlx_server.engine")
 
 # Prompt-end snapshots shorter than this are cheaper to recompute than to store.
 MIN_SNAPSHOT_TOKENS = 32
+# The snapshot stops this many tokens short of the prompt's end: a generation header
+# ("<|im_start|>assistant\n") can tokenize differently once the reply follows it.
+SNAPSHOT_MARGIN = 4
 
 
 class EngineCore:
@@ -165,8 +168,13 @@ class EngineCore:
         sp = seq.request.sampling
         stops = [] if sp.ignore_eos else [[t] for t in self.loaded.eos_ids]
         stops += [[t] for t in sp.stop_token_ids]
-        (uid,) = self.gen.insert(
-            [prompt[reused:]],
+        cut = len(prompt) - SNAPSHOT_MARGIN
+        if self.config.enable_prefix_cache and cut >= MIN_SNAPSHOT_TOKENS and cut > reused:
+            segments, seq.snapshot_at = [prompt[reused:cut], prompt[cut:]], cut
+        else:
+            segments = [prompt[reused:]]
+        (uid,) = self.gen.insert_segments(
+            [segments],
             max_tokens=[seq.max_tokens],
             caches=[cache] if cache is not None else None,
             all_tokens=[prompt[:reused]],
@@ -180,16 +188,14 @@ class EngineCore:
         self.counters["prompt_tokens"] += len(prompt) - reused
 
     def _snapshot(self, uid: int) -> None:
-        """Keep the cache of the prompt (all but its last token) for later requests."""
+        """Keep the cache of the prompt (up to its generation header) for later requests."""
         seq = self.running.get(uid)
-        if seq is None or not self.config.enable_prefix_cache:
-            return
-        if len(seq.prompt) - 1 < MIN_SNAPSHOT_TOKENS:
+        if seq is None or seq.snapshot_at is None:
             return
         got = self.gen.extract_cache([uid]).get(uid)
-        if got is not None:
-            cache, tokens = got
-            self.prefix.insert(list(tokens), cache)
+        if got is not None and len(got[1]) == seq.snapshot_at:
+            self.prefix.insert(list(got[1]), got[0])
+            seq.snapshot_at = None
 
     def _on_generated(self, r: Any) -> None:
         seq = self.running.get(r.uid)

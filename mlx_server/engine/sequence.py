@@ -26,6 +26,7 @@ class Sequence:
     reserved_bytes: int = 0
     uid: int | None = None
     cached_tokens: int = 0
+    snapshot_at: int | None = None
     completion_tokens: int = 0
     t_submit: float = field(default_factory=time.perf_counter)
     t_admit: float = 0.0
@@ -65,10 +66,11 @@ class Sequence:
         if finish is not None:
             text += self.decoder.flush()
         text, hit = self.stopper.feed(text)
+        if not hit and finish is not None:
+            rest, hit = self.stopper.flush()
+            text += rest
         if hit:
             finish = "stop"
-        elif finish is not None:
-            text += self.stopper.flush()
         self.emit_output(text, (token,), finish, lps)
 
     def _logprob(self, token: int, logprobs: mx.array) -> TokenLogprob:

@@ -51,26 +51,36 @@ class StopMatcher:
         self._pending = ""
 
     def feed(self, text: str) -> tuple[str, bool]:
-        """Returns (text safe to emit, whether a stop string was hit)."""
+        """Returns (text safe to emit, whether a stop string was hit).
+
+        The earliest-starting stop wins, so a hit is only final once no longer stop
+        that began before it could still complete.
+        """
         if not self._stops:
             return text, False
         buf = self._pending + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
-        if hits:
+        hit = self._first_hit(buf)
+        start = len(buf) - self._partial_suffix(buf)
+        if hit is not None and hit <= start:
             self._pending = ""
-            return buf[: min(hits)], True
-        keep = self._partial_suffix(buf)
-        self._pending = buf[len(buf) - keep :] if keep else ""
-        return buf[: len(buf) - keep], False
+            return buf[:hit], True
+        self._pending = buf[start:]
+        return buf[:start], False
+
+    def _first_hit(self, buf: str) -> int | None:
+        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
+        return min(hits) if hits else None
 
     def _partial_suffix(self, buf: str) -> int:
-        """Length of the longest suffix of `buf` that begins some stop string."""
+        """Length of the longest suffix of `buf` that begins, but is not, a stop string."""
         for n in range(min(self._hold, len(buf)), 0, -1):
             tail = buf[-n:]
-            if any(s.startswith(tail) for s in self._stops):
+            if any(s.startswith(tail) and s != tail for s in self._stops):
                 return n
         return 0
 
-    def flush(self) -> str:
-        out, self._pending = self._pending, ""
-        return out
+    def flush(self) -> tuple[str, bool]:
+        """End of text: release what was held back, cut at a stop if one is in it."""
+        buf, self._pending = self._pending, ""
+        hit = self._first_hit(buf)
+        return (buf[:hit], True) if hit is not None else (buf, False)

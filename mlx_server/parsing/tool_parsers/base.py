@@ -1,0 +1,268 @@
+"""The tool-parser interface and the streaming machinery every format shares.
+
+A format only says how to cut the next piece off the text it has seen (`step`); the
+stream here turns those pieces into OpenAI deltas, call ids and warnings. A non-stream
+parse is one `feed` of the whole text plus `finish`, so both paths share one code path
+and the conformance suite checks that any chunking of the text gives the same result.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Union
+
+from mlx_server.parsing._text import (
+    WhitespaceTrim,
+    dumps,
+    find_first,
+    loads,
+    partial_marker_len,
+    random_id,
+)
+from mlx_server.parsing.types import ParseResult, StreamDelta, ToolCall, ToolCallDelta, Tools
+
+
+class MalformedCall(ValueError):
+    """A call region that cannot be read; its text is kept as content."""
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    """A call as the format wrote it; `id` only when the model writes its own ids."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Malformed:
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Thought:
+    """Reasoning text found by a format that carries its own channels (harmony)."""
+
+    text: str
+
+
+Event = Union[str, ParsedCall, Malformed, Thought]
+
+
+class ToolParser(ABC):
+    """One tool-call format. Stateless; `stream()` holds the state of one response."""
+
+    name: ClassVar[str]
+    # True when the format also carries reasoning, so no separate reasoning parser runs.
+    handles_reasoning: ClassVar[bool] = False
+
+    @abstractmethod
+    def stream(self, tools: Tools | None = None) -> ToolCallStream:
+        """A fresh incremental parser for one response."""
+
+    def parse(self, text: str, tools: Tools | None = None) -> ParseResult:
+        """Parse a whole response."""
+        stream = self.stream(tools)
+        stream.feed(text)
+        stream.finish()
+        return stream.result
+
+    def new_call_id(self) -> str:
+        return "call_" + random_id(24)
+
+
+class ToolCallStream(ABC):
+    """Incremental parse of one response: `feed` chunks, then `finish` once."""
+
+    def __init__(self, parser: ToolParser, tools: Tools | None) -> None:
+        self.parser = parser
+        self.tools = tools
+        self.result = ParseResult(content="")
+        self._buf = ""
+        self._content = WhitespaceTrim()
+        self._thought = WhitespaceTrim(strip_leading=True)
+        self._ids: set[str] = set()
+        self._finished = False
+
+    @abstractmethod
+    def step(self, buf: str, pos: int, final: bool) -> tuple[list[Event], int]:
+        """Read what can be decided from buf[pos:]; return events and the new position.
+
+        Return pos unchanged to wait for more text. With `final`, all text must be consumed.
+        """
+
+    def feed(self, text: str) -> StreamDelta:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        self._buf += text
+        return self._drain(final=False)
+
+    def finish(self) -> StreamDelta:
+        if self._finished:
+            return StreamDelta()
+        delta = self._drain(final=True)
+        if self._buf:  # a format that left text behind: never drop it
+            self._emit(self._buf, delta)
+            self._buf = ""
+        self._finished = True
+        self._add_content(self._content.flush(), delta)
+        return delta
+
+    def _drain(self, final: bool) -> StreamDelta:
+        delta = StreamDelta()
+        pos = 0
+        while pos < len(self._buf):
+            try:
+                events, new_pos = self.step(self._buf, pos, final)
+            except Exception as exc:  # a parser bug must not lose the text
+                events = [Malformed(self._buf[pos:], f"parser error: {exc!r}")]
+                new_pos = len(self._buf)
+            for event in events:
+                self._emit(event, delta)
+            if new_pos <= pos:
+                break
+            pos = new_pos
+        self._buf = self._buf[pos:]
+        return delta
+
+    def _emit(self, event: Event, delta: StreamDelta) -> None:
+        if isinstance(event, str):
+            self._add_content(self._content.push(event), delta)
+        elif isinstance(event, Thought):
+            text = self._thought.push(event.text)
+            delta.reasoning += text
+            self.result.reasoning += text
+        elif isinstance(event, ParsedCall):
+            self._add_call(event, delta)
+        else:
+            warning = (
+                f"{self.parser.name}: malformed tool call kept as text "
+                f"({event.reason}): {event.raw[:200]!r}"
+            )
+            delta.warnings.append(warning)
+            self.result.warnings.append(warning)
+            self._add_content(self._content.push(event.raw), delta)
+
+    def end_thought(self) -> None:
+        """Called by formats when a reasoning block closes: its trailing whitespace goes."""
+        self._thought.drop_pending()
+        self._thought.strip_leading = True
+
+    def _add_content(self, text: str, delta: StreamDelta) -> None:
+        delta.content += text
+        self.result.content += text
+
+    def _add_call(self, call: ParsedCall, delta: StreamDelta) -> None:
+        call_id = call.id if call.id and call.id not in self._ids else self.parser.new_call_id()
+        self._ids.add(call_id)
+        arguments = dumps(dict(call.arguments))
+        index = len(self.result.tool_calls)
+        self.result.tool_calls.append(ToolCall(call_id, call.name, arguments))
+        delta.tool_calls.append(ToolCallDelta(index, call_id, call.name, arguments))
+        # Whitespace around a call is layout, not content.
+        self._content.drop_pending()
+        self._content.strip_leading = True
+
+
+def plain_text_step(
+    buf: str, pos: int, final: bool, markers: tuple[str, ...]
+) -> tuple[list[Event], int, int, str]:
+    """Emit text up to the first marker, holding back a partial marker at the end.
+
+    Returns (events, new_pos, marker_index, marker); marker_index is -1 when none was found.
+    """
+    idx, marker = find_first(buf, pos, markers)
+    if idx == -1:
+        end = len(buf) if final else len(buf) - partial_marker_len(buf, pos, markers)
+        return ([buf[pos:end]] if end > pos else []), end, -1, ""
+    return ([buf[pos:idx]] if idx > pos else []), idx, idx, marker
+
+
+class RegionParser(ToolParser):
+    """A format whose calls sit between a start and an end marker.
+
+    Subclasses name the markers and read one region's body. `silent` markers (section
+    wrappers around a group of calls) are dropped from the content.
+    """
+
+    regions: ClassVar[Mapping[str, str]]  # start marker -> end marker
+    silent: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
+        """Read the calls in one region; raise MalformedCall when it cannot."""
+
+    def stream(self, tools: Tools | None = None) -> ToolCallStream:
+        return RegionStream(self, tools)
+
+
+class RegionStream(ToolCallStream):
+    parser: RegionParser
+
+    def __init__(self, parser: RegionParser, tools: Tools | None) -> None:
+        super().__init__(parser, tools)
+        self._markers = tuple(parser.regions) + parser.silent
+        self._searched = 0  # how far the current region's end marker was looked for
+
+    def step(self, buf: str, pos: int, final: bool) -> tuple[list[Event], int]:
+        events, new_pos, idx, marker = plain_text_step(buf, pos, final, self._markers)
+        if idx != pos:
+            return events, new_pos
+        if marker in self.parser.silent:
+            return [], pos + len(marker)
+        return self.region_step(buf, pos, marker, final)
+
+    def region_step(self, buf: str, pos: int, start: str, final: bool) -> tuple[list[Event], int]:
+        """Read the region opened by `start` at pos once its end marker (or the end) is seen."""
+        end_marker = self.parser.regions[start]
+        body_start = pos + len(start)
+        end = buf.find(end_marker, max(body_start, self._searched - len(end_marker)))
+        if end == -1 and not final:
+            self._searched = len(buf)
+            return [], pos
+        self._searched = 0
+        stop = len(buf) if end == -1 else end + len(end_marker)
+        body = buf[body_start : len(buf) if end == -1 else end]
+        return [*read_calls(self.parser, start, body, self.tools, buf[pos:stop])], stop
+
+
+def read_calls(
+    parser: RegionParser, start: str, body: str, tools: Tools | None, raw: str
+) -> list[Event]:
+    """The calls of one region, or the region as a Malformed event."""
+    try:
+        calls = parser.parse_body(start, body, tools)
+    except (MalformedCall, ValueError, TypeError, SyntaxError, RecursionError) as exc:
+        return [Malformed(raw, str(exc) or type(exc).__name__)]
+    if not calls:
+        return [Malformed(raw, "no call in region")]
+    return list(calls)
+
+
+def call_from_json(obj: Any) -> ParsedCall:
+    """Read `{"name": ..., "arguments"|"parameters": {...}}`, the shape most JSON formats use."""
+    if not isinstance(obj, dict):
+        raise MalformedCall("call is not a JSON object")
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise MalformedCall("call has no name")
+    key = "arguments" if "arguments" in obj else "parameters"
+    call_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    return ParsedCall(name, arguments_object(obj.get(key, {})), call_id)
+
+
+def arguments_object(value: Any) -> Mapping[str, Any]:
+    """Arguments as a dict; some models write them as a JSON string, null means none."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise MalformedCall("arguments string is not JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedCall("arguments are not a JSON object")
+    return value

@@ -1,0 +1,30 @@
+"""Hermes / Qwen2.5 / Qwen3: JSON calls inside <tool_call>...</tool_call>.
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    </tool_call>
+"""
+
+from __future__ import annotations
+
+from mlx_server.parsing._text import decode_prefix, skip_space
+from mlx_server.parsing.tool_parsers.base import (
+    MalformedCall,
+    ParsedCall,
+    RegionParser,
+    call_from_json,
+)
+from mlx_server.parsing.types import Tools
+
+
+class HermesParser(RegionParser):
+    name = "hermes"
+    regions = {"<tool_call>": "</tool_call>"}
+
+    def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
+        decoded = decode_prefix(body, 0)
+        if decoded is None or skip_space(body, decoded[1]) != len(body):
+            raise MalformedCall("body is not one JSON value")
+        value = decoded[0]
+        # A few fine-tunes put a list of calls in one block.
+        return [call_from_json(v) for v in value] if isinstance(value, list) else [call_from_json(value)]
