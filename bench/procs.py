@@ -77,25 +77,32 @@ def _preexec() -> None:  # runs in the child between fork and exec
 class Proc:
     """A child process in its own process group, logging to a file."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path):
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path,
+                 stdout_path: Path | None = None, cwd: str | Path | None = None):
         self.name = name
+        self.stdout_path = stdout_path  # separate stdout file (else stdout goes to the log)
+        self.cwd = cwd
         self.cmd = cmd
         self.env = env
         self.log_path = log_path
         self.popen: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
+        self._stdout: IO[bytes] | None = None
 
     def start(self) -> "Proc":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self._log.write(f"$ {' '.join(self.cmd)}\n".encode())
         self._log.flush()
+        if self.stdout_path is not None:
+            self._stdout = open(self.stdout_path, "wb")
         self.popen = subprocess.Popen(
             self.cmd,
             env=self.env,
+            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=self._stdout or self._log,
+            stderr=self._log if self._stdout else subprocess.STDOUT,
             preexec_fn=_preexec,
         )
         _LIVE.append(self)
@@ -139,9 +146,10 @@ class Proc:
             except subprocess.TimeoutExpired:
                 pass
         finally:
-            if self._log:
-                self._log.close()
-                self._log = None
+            for f in (self._log, self._stdout):
+                if f:
+                    f.close()
+            self._log = self._stdout = None
             if self in _LIVE:
                 _LIVE.remove(self)
 
@@ -190,3 +198,66 @@ def wait_ready(proc: Proc, base_url: str, path: str = "/health", timeout: float 
                 last = type(e).__name__
             time.sleep(0.5)
     raise ServerNotReady(f"{proc.name} not ready after {timeout:.0f}s ({last}); log tail:\n{proc.log_tail()}")
+
+
+# --- CPU used by processes outside this harness (other users of a shared box) ---
+
+def _stat_busy() -> tuple[float, float] | None:
+    """(busy seconds, wall-clock seconds summed over cores) since boot."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    v = [int(x) for x in fields]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    total = sum(v[:8])  # user nice system idle iowait irq softirq steal
+    return (total - idle) / hz, total / hz
+
+
+def _own_cpu() -> float:
+    import resource
+
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+class ForeignCpu:
+    """Average number of cores that processes *other than* this harness and its
+    (already reaped) children kept busy between ``start()`` and ``stop()``.
+    Call ``stop()`` after the measured children have been waited for."""
+
+    def __init__(self) -> None:
+        self._t0: tuple[float, float] | None = None
+        self._own0 = 0.0
+        self._w0 = 0.0
+
+    def start(self) -> "ForeignCpu":
+        self._t0 = _stat_busy()
+        self._own0 = _own_cpu()
+        self._w0 = time.monotonic()
+        return self
+
+    def stop(self) -> float | None:
+        t1 = _stat_busy()
+        if self._t0 is None or t1 is None:
+            return None
+        wall = time.monotonic() - self._w0
+        if wall <= 0:
+            return None
+        foreign = (t1[0] - self._t0[0]) - (_own_cpu() - self._own0)
+        return max(0.0, foreign / wall)
+
+
+def wait_idle(max_wait: float, threshold: float = 0.25, log=print) -> float | None:
+    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` cores
+    over a 2 s window; return the last measured foreign load (cores)."""
+    t0 = time.monotonic()
+    load = None
+    while True:
+        fc = ForeignCpu().start()
+        time.sleep(2.0)
+        load = fc.stop()
+        if load is None or load < threshold or time.monotonic() - t0 >= max_wait:
+            return load
+        log(f"    waiting for the machine to go idle (other processes use {load:.2f} cores)...")

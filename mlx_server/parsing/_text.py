@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 

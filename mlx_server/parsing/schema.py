@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mlx_server.parsing._text import loads
 from mlx_server.parsing.types import Tools

@@ -7,8 +7,9 @@ plain Python data by the HTTP layer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 Tools = Sequence[Mapping[str, Any]]
 

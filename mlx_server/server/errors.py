@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from mlx_server.engine.types import (
     CapacityError,
     EngineError,
+    InvalidRequestError,
     PromptTooLongError,
     QueueFullError,
     TemplateError,
@@ -69,6 +70,10 @@ def loading_error() -> APIError:
                     headers={"Retry-After": "5"})
 
 
+def unavailable_error(detail: str) -> APIError:
+    return APIError(503, detail, "unavailable_error", code="engine_unavailable")
+
+
 def internal_error_response() -> JSONResponse:
     # Deliberately generic: details (and tracebacks) go to the log, never to the client.
     return APIError(500, "The server had an error while processing your request.",
@@ -85,8 +90,10 @@ def from_engine_error(exc: EngineError, prompt_param: str = "messages") -> APIEr
     if isinstance(exc, CapacityError):
         return APIError(400, str(exc) or "The request can never fit the KV cache.",
                         code="capacity_exceeded")
+    if isinstance(exc, InvalidRequestError):
+        return APIError(400, str(exc), param=exc.param)
     if isinstance(exc, TemplateError):
-        return APIError(400, f"The chat template failed: {exc}", param=prompt_param,
+        return APIError(400, str(exc), param=prompt_param,
                         code="template_error")
     return APIError(500, "The engine failed while processing your request.", "server_error")
 
@@ -128,6 +135,10 @@ def from_validation_errors(errors: list[Any]) -> APIError:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
+    if exc.status >= 500 and exc.__cause__ is not None:
+        # The client gets a generic message; the log gets what actually happened.
+        rid = getattr(request.state, "request_id", "-")
+        logger.error("request %s failed: %s", rid, exc.detail.message, exc_info=exc.__cause__)
     return exc.response()
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 from fastapi import Request
@@ -39,6 +40,7 @@ class EngineStream:
         self.engine = engine
         self.request = request
         self.finished = False
+        self._closed = False
         self._iter: AsyncIterator[GenerationOutput] | None = None
         self._first: GenerationOutput | None = None
 
@@ -62,10 +64,11 @@ class EngineStream:
             raise EngineError("the engine ended a sequence without a finish reason") from None
 
     async def close(self) -> None:
-        """Abort if unfinished. Shielded: this runs while the request is being cancelled."""
-        if self.finished or self._iter is None:
+        """Close the engine's iterator, aborting the sequence if it has not finished.
+        Shielded: this runs while the request is being cancelled."""
+        if self._iter is None or self._closed:
             return
-        self.finished = True
+        self._closed = True
         with anyio.CancelScope(shield=True):
             aclose = getattr(self._iter, "aclose", None)
             if aclose is not None:
@@ -73,9 +76,10 @@ class EngineStream:
                     await aclose()
                 except Exception:  # an engine bug must not hide the abort below
                     logger.exception("closing sequence %s failed", self.request.request_id)
-            # Closing aborts in the engine; an explicit abort also covers an iterator that
-            # was interrupted mid-await and could not run its own cleanup.
-            await self.engine.abort(self.request.request_id)
+            if not self.finished:
+                # Closing aborts in the engine; an explicit abort also covers an iterator
+                # that was interrupted mid-await and could not run its own cleanup.
+                await self.engine.abort(self.request.request_id)
 
 
 async def close_all(streams: Sequence[EngineStream]) -> None:
@@ -83,7 +87,9 @@ async def close_all(streams: Sequence[EngineStream]) -> None:
         await stream.close()
 
 
-async def open_streams(engine: EngineClient, requests: list[GenerationRequest]) -> list[EngineStream]:
+async def open_streams(
+    engine: EngineClient, requests: list[GenerationRequest]
+) -> list[EngineStream]:
     """Start every sequence concurrently; if one fails, abort the others and re-raise."""
     streams = [EngineStream(engine, r) for r in requests]
     if len(streams) == 1:
@@ -94,7 +100,7 @@ async def open_streams(engine: EngineClient, requests: list[GenerationRequest]) 
     return streams
 
 
-async def _all_or_nothing(tasks: list[asyncio.Future[None]]) -> None:
+async def _all_or_nothing(tasks: Sequence[asyncio.Future[None]]) -> None:
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -114,7 +120,9 @@ async def _guarded(streams: Sequence[EngineStream], work: Awaitable[T]) -> T:
         raise
 
 
-async def merged(streams: list[EngineStream]) -> AsyncIterator[tuple[int, GenerationOutput]]:
+async def merged(
+    streams: list[EngineStream],
+) -> AsyncGenerator[tuple[int, GenerationOutput], None]:
     """Outputs of all sequences as they come, tagged with the sequence's index.
     The caller closes the streams; pumps are cancelled when iteration stops."""
     if len(streams) == 1:
@@ -163,7 +171,7 @@ async def collect(streams: list[EngineStream]) -> list[SequenceResult]:
             if out.finish_reason is not None:
                 check_finish(out)
                 results[i].final = out
-    for result, texts in zip(results, parts):
+    for result, texts in zip(results, parts, strict=True):
         result.text = "".join(texts)
     return results
 
@@ -178,9 +186,10 @@ def check_finish(out: GenerationOutput) -> None:
                        code="aborted")
 
 
-def finish_reason(out: GenerationOutput) -> str:
-    # OpenAI has no "timeout": the output was cut short, which is what "length" means.
-    return "length" if out.finish_reason == "timeout" else str(out.finish_reason)
+def finish_reason(out: GenerationOutput) -> Literal["stop", "length"]:
+    """For outputs `check_finish` let through. OpenAI has no "timeout": the output was cut
+    short, which is what "length" means."""
+    return "stop" if out.finish_reason == "stop" else "length"
 
 
 def usage(finals: Sequence[GenerationOutput], n: int = 1) -> Usage:

@@ -4,7 +4,7 @@ legacy completions' parallel arrays."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from mlx_server.engine.types import TokenLogprob
 from mlx_server.server.protocol import (

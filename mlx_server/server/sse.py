@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 from pydantic import BaseModel
@@ -33,18 +35,38 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        on_close: Callable[[], Awaitable[None]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         super().__init__(content, headers={**base, **(headers or {})})
+        # Runs however the response ends; a client that leaves before the first chunk
+        # means `content` never started, so its own cleanup would never run.
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream_until_disconnect(receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                # A stream cancelled while sending sits at a `yield`; closing it runs its
+                # `finally` blocks now rather than whenever it is garbage-collected.
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                if self.on_close is not None:
+                    await self.on_close()
+
+    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as group:
 
             async def run_then_cancel(func: Any) -> None:
-                try:
+                # A failed send means the client is gone, which is what we stop on anyway.
+                with suppress(OSError):
                     await func()
-                except OSError:
-                    pass  # the send failed: the client is gone, which is what we stop on anyway
                 group.cancel_scope.cancel()
 
             group.start_soon(run_then_cancel, partial(self.stream_response, send))

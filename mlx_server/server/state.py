@@ -3,32 +3,44 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import cast
 
 from fastapi import Request
 
 from mlx_server import __version__
 from mlx_server.config import AppConfig
-from mlx_server.engine.types import EngineClient, ModelInfo
-from mlx_server.server.errors import loading_error
+from mlx_server.engine.types import EngineClient, Health, ModelInfo
+from mlx_server.server.errors import loading_error, unavailable_error
 
 # The engine itself, or a provider that returns None until the model has loaded.
-EngineSource = Union[EngineClient, Callable[[], Union[EngineClient, None]]]
+EngineSource = EngineClient | Callable[[], EngineClient | None]
+
+
+LOADING = Health(ok=False, status="loading", detail="Loading model")
 
 
 @dataclass(frozen=True)
 class ServerState:
     config: AppConfig
     provider: Callable[[], EngineClient | None]
+    # Reports on the engine even before `provider` returns it (e.g. a load that failed).
+    health_source: Callable[[], Health] | None = None
+
+    def health(self) -> Health:
+        if self.health_source is not None:
+            return self.health_source()
+        engine = self.provider()
+        return LOADING if engine is None else engine.health()
 
 
 def as_provider(source: EngineSource) -> Callable[[], EngineClient | None]:
     # An engine has `generate`; anything else callable is a provider.
     if hasattr(source, "generate"):
-        engine = source
-        return lambda: engine  # type: ignore[return-value]
-    return source  # type: ignore[return-value]
+        engine = cast(EngineClient, source)
+        return lambda: engine
+    return source
 
 
 def server_state(request: Request) -> ServerState:
@@ -37,11 +49,16 @@ def server_state(request: Request) -> ServerState:
 
 
 def ready_engine(request: Request) -> EngineClient:
-    """The engine, or a 503 "Loading model" (as llama-server answers) until it is ready."""
-    engine = server_state(request).provider()
-    if engine is None or engine.health().status == "loading":
-        raise loading_error()
-    return engine
+    """The engine, or a 503: "Loading model" (as llama-server answers) until it is ready,
+    or the reason it never will be."""
+    state = server_state(request)
+    engine = state.provider()
+    if engine is not None and engine.health().status != "loading":
+        return engine
+    health = state.health() if state.health_source is not None else LOADING
+    if health.status in ("error", "wedged"):
+        raise unavailable_error(health.detail or f"The engine is in state '{health.status}'.")
+    raise loading_error()
 
 
 def request_id(request: Request) -> str:

@@ -9,8 +9,10 @@ and the conformance suite checks that any chunking of the text gives the same re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Union
+from functools import partial
+from typing import Any, ClassVar
 
 from mlx_server.parsing._text import (
     WhitespaceTrim,
@@ -49,7 +51,7 @@ class Thought:
     text: str
 
 
-Event = Union[str, ParsedCall, Malformed, Thought]
+Event = str | ParsedCall | Malformed | Thought
 
 
 class ToolParser(ABC):
@@ -85,6 +87,8 @@ class ToolCallStream(ABC):
         self._content = WhitespaceTrim()
         self._thought = WhitespaceTrim(strip_leading=True)
         self._ids: set[str] = set()
+        self._call_last = False  # no content since the last call
+        self._examined = 0  # chars after the waiting position already looked at
         self._finished = False
 
     @abstractmethod
@@ -108,7 +112,9 @@ class ToolCallStream(ABC):
             self._emit(self._buf, delta)
             self._buf = ""
         self._finished = True
-        self._add_content(self._content.flush(), delta)
+        tail = self._content.flush()
+        if not self._call_last:  # whitespace after the last call is layout
+            self._add_content(tail, delta)
         return delta
 
     def _drain(self, final: bool) -> StreamDelta:
@@ -117,14 +123,14 @@ class ToolCallStream(ABC):
         while pos < len(self._buf):
             try:
                 events, new_pos = self.step(self._buf, pos, final)
-            except Exception as exc:  # a parser bug must not lose the text
+            except Exception as exc:  # noqa: BLE001 - a parser bug must not lose the text
                 events = [Malformed(self._buf[pos:], f"parser error: {exc!r}")]
                 new_pos = len(self._buf)
             for event in events:
                 self._emit(event, delta)
             if new_pos <= pos:
                 break
-            pos = new_pos
+            pos, self._examined = new_pos, 0
         self._buf = self._buf[pos:]
         return delta
 
@@ -146,12 +152,23 @@ class ToolCallStream(ABC):
             self.result.warnings.append(warning)
             self._add_content(self._content.push(event.raw), delta)
 
+    def wait(self, buf: str, pos: int) -> tuple[list[Event], int]:
+        """Step result for "need more text at pos"; remembers what was already examined."""
+        self._examined = len(buf) - pos
+        return [], pos
+
+    def unexamined(self, pos: int) -> int:
+        """Where text that arrived since the last wait at pos begins."""
+        return pos + self._examined
+
     def end_thought(self) -> None:
         """Called by formats when a reasoning block closes: its trailing whitespace goes."""
         self._thought.drop_pending()
-        self._thought.strip_leading = True
+        self._thought.strip_leading = not self.result.reasoning
 
     def _add_content(self, text: str, delta: StreamDelta) -> None:
+        if text:
+            self._call_last = False
         delta.content += text
         self.result.content += text
 
@@ -162,9 +179,10 @@ class ToolCallStream(ABC):
         index = len(self.result.tool_calls)
         self.result.tool_calls.append(ToolCall(call_id, call.name, arguments))
         delta.tool_calls.append(ToolCallDelta(index, call_id, call.name, arguments))
-        # Whitespace around a call is layout, not content.
+        # Whitespace before a call is layout; after it, it separates text around the call.
         self._content.drop_pending()
-        self._content.strip_leading = True
+        self._content.strip_leading = not self.result.content
+        self._call_last = True
 
 
 def plain_text_step(
@@ -205,7 +223,6 @@ class RegionStream(ToolCallStream):
     def __init__(self, parser: RegionParser, tools: Tools | None) -> None:
         super().__init__(parser, tools)
         self._markers = tuple(parser.regions) + parser.silent
-        self._searched = 0  # how far the current region's end marker was looked for
 
     def step(self, buf: str, pos: int, final: bool) -> tuple[list[Event], int]:
         events, new_pos, idx, marker = plain_text_step(buf, pos, final, self._markers)
@@ -219,22 +236,19 @@ class RegionStream(ToolCallStream):
         """Read the region opened by `start` at pos once its end marker (or the end) is seen."""
         end_marker = self.parser.regions[start]
         body_start = pos + len(start)
-        end = buf.find(end_marker, max(body_start, self._searched - len(end_marker)))
+        end = buf.find(end_marker, max(body_start, self.unexamined(pos) - len(end_marker)))
         if end == -1 and not final:
-            self._searched = len(buf)
-            return [], pos
-        self._searched = 0
+            return self.wait(buf, pos)
         stop = len(buf) if end == -1 else end + len(end_marker)
         body = buf[body_start : len(buf) if end == -1 else end]
-        return [*read_calls(self.parser, start, body, self.tools, buf[pos:stop])], stop
+        parse = partial(self.parser.parse_body, start, body, self.tools)
+        return read_calls(parse, buf[pos:stop]), stop
 
 
-def read_calls(
-    parser: RegionParser, start: str, body: str, tools: Tools | None, raw: str
-) -> list[Event]:
-    """The calls of one region, or the region as a Malformed event."""
+def read_calls(parse: Callable[[], list[ParsedCall]], raw: str) -> list[Event]:
+    """The calls `parse` reads from one region, or the region's text as a Malformed event."""
     try:
-        calls = parser.parse_body(start, body, tools)
+        calls = parse()
     except (MalformedCall, ValueError, TypeError, SyntaxError, RecursionError) as exc:
         return [Malformed(raw, str(exc) or type(exc).__name__)]
     if not calls:

@@ -9,6 +9,8 @@ V3 wrote `function<｜tool▁sep｜>NAME` and then the arguments in a ```json fe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import ClassVar
 
 from mlx_server.parsing._text import decode_prefix, skip_space
 from mlx_server.parsing.tool_parsers.base import (
@@ -26,8 +28,8 @@ _NAME = re.compile(r"[\w.\-]+\Z")
 
 class DeepSeekV31Parser(RegionParser):
     name = "deepseek_v31"
-    regions = {"<｜tool▁call▁begin｜>": "<｜tool▁call▁end｜>"}
-    silent = ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>")
+    regions: ClassVar[Mapping[str, str]] = {"<｜tool▁call▁begin｜>": "<｜tool▁call▁end｜>"}
+    silent: ClassVar[tuple[str, ...]] = ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>")
 
     def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
         name, sep, args = body.partition(_SEP)

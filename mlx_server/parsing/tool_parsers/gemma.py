@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from mlx_server.parsing.tool_parsers._python import calls_from_code
 from mlx_server.parsing.tool_parsers.base import MalformedCall, ParsedCall, RegionParser
@@ -25,11 +26,13 @@ _GEMMA4 = "<|tool_call>"
 _TOOL_CODE = "```tool_code"
 _STRING_DELIMITER = {_FUNCTION_GEMMA: "<escape>", _GEMMA4: '<|"|>'}
 _CALL = re.compile(r"\s*call:([\w.\-]+)\s*")
+_BARE_KEY = re.compile(r"[^:{}\[\],\s]+")
+_BARE_VALUE = re.compile(r"[^,{}\[\]]*")
 
 
 class GemmaParser(RegionParser):
     name = "gemma"
-    regions = {
+    regions: ClassVar[Mapping[str, str]] = {
         _FUNCTION_GEMMA: "<end_function_call>",
         _GEMMA4: "<tool_call|>",
         _TOOL_CODE: "```",
@@ -102,29 +105,26 @@ class _Reader:
 
     def _member(self) -> tuple[str, Any]:
         self.skip()
-        if self.text.startswith(self.delimiter, self.pos) or self.text.startswith('"', self.pos):
+        if self.text.startswith(self.delimiter, self.pos):
             key = self.value()
-            key = json.loads(key) if key.startswith('"') else key
         else:
-            match = re.compile(r"[^:{}\[\],\s]+").match(self.text, self.pos)
+            match = _BARE_KEY.match(self.text, self.pos)
             if match is None:
                 raise self._fail("expected a key")
-            key, self.pos = match.group(), match.end()
+            key, self.pos = match.group().strip("\"'"), match.end()
         self.skip()
         if not self.text.startswith(":", self.pos):
             raise self._fail("expected ':'")
         self.pos += 1
-        return str(key), self.value()
+        return key, self.value()
 
     def _bare(self) -> Any:
-        match = re.compile(r"[^,{}\[\]]*").match(self.text, self.pos)
-        assert match is not None
+        match = _BARE_VALUE.match(self.text, self.pos)
+        assert match is not None  # the pattern also matches the empty string
         token = match.group().strip()
         self.pos = match.end()
         if not token:
             raise self._fail("expected a value")
-        if token.startswith('"'):
-            return json.loads(token)
         try:
             return json.loads(token)
         except ValueError:

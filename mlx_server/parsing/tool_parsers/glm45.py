@@ -11,6 +11,8 @@ Values are converted to the JSON types the tool's schema declares.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import ClassVar
 
 from mlx_server.parsing.schema import coerce, tool_properties
 from mlx_server.parsing.tool_parsers.base import MalformedCall, ParsedCall, RegionParser
@@ -22,7 +24,7 @@ _NAME = re.compile(r"[\w.\-]+\Z")
 
 class Glm45Parser(RegionParser):
     name = "glm45"
-    regions = {"<tool_call>": "</tool_call>"}
+    regions: ClassVar[Mapping[str, str]] = {"<tool_call>": "</tool_call>"}
 
     def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
         name, _, rest = body.partition("<arg_key>")

@@ -1,11 +1,14 @@
 """Hermes / Qwen2.5 / Qwen3: JSON calls inside <tool_call>...</tool_call>.
 
-    <tool_call>
-    {"name": "get_weather", "arguments": {"city": "Paris"}}
-    </tool_call>
+<tool_call>
+{"name": "get_weather", "arguments": {"city": "Paris"}}
+</tool_call>
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
 
 from mlx_server.parsing._text import decode_prefix, skip_space
 from mlx_server.parsing.tool_parsers.base import (
@@ -19,7 +22,7 @@ from mlx_server.parsing.types import Tools
 
 class HermesParser(RegionParser):
     name = "hermes"
-    regions = {"<tool_call>": "</tool_call>"}
+    regions: ClassVar[Mapping[str, str]] = {"<tool_call>": "</tool_call>"}
 
     def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
         decoded = decode_prefix(body, 0)
@@ -27,4 +30,8 @@ class HermesParser(RegionParser):
             raise MalformedCall("body is not one JSON value")
         value = decoded[0]
         # A few fine-tunes put a list of calls in one block.
-        return [call_from_json(v) for v in value] if isinstance(value, list) else [call_from_json(value)]
+        return (
+            [call_from_json(v) for v in value]
+            if isinstance(value, list)
+            else [call_from_json(value)]
+        )

@@ -10,6 +10,8 @@ as the call header, so a made-up `call_...` id would show the model a foreign fo
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import ClassVar
 
 from mlx_server.parsing._text import decode_prefix, skip_space
 from mlx_server.parsing.tool_parsers.base import (
@@ -26,9 +28,9 @@ _ARGS = "<|tool_call_argument_begin|>"
 
 class KimiK2Parser(RegionParser):
     name = "kimi_k2"
-    regions = {"<|tool_call_begin|>": "<|tool_call_end|>"}
+    regions: ClassVar[Mapping[str, str]] = {"<|tool_call_begin|>": "<|tool_call_end|>"}
     # Some checkpoints write the singular "call_section".
-    silent = (
+    silent: ClassVar[tuple[str, ...]] = (
         "<|tool_calls_section_begin|>",
         "<|tool_calls_section_end|>",
         "<|tool_call_section_begin|>",

@@ -14,7 +14,8 @@ Values are converted to the JSON types the tool's schema declares.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from mlx_server.parsing.schema import coerce, tool_properties
 from mlx_server.parsing.tool_parsers.base import MalformedCall, ParsedCall, RegionParser
@@ -28,7 +29,7 @@ _VALUE_END = re.compile(r"</parameter>|<parameter=|</function>")
 
 class XmlFunctionParser(RegionParser):
     name = "xml_function"
-    regions = {"<tool_call>": "</tool_call>"}
+    regions: ClassVar[Mapping[str, str]] = {"<tool_call>": "</tool_call>"}
 
     def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
         heads = list(_FUNCTION.finditer(body))
@@ -52,8 +53,8 @@ def _parameters(inner: str, properties: Any) -> dict[str, Any]:
         stop = end.start() if end else len(inner)
         value = inner[head.end() : stop]
         # The template writes each value on its own lines.
-        value = value[1:] if value.startswith("\n") else value
-        value = value[:-1] if value.endswith("\n") else value
+        value = value.removeprefix("\n")
+        value = value.removesuffix("\n")
         key = head.group(1).strip()
         arguments[key] = coerce(value, properties.get(key))
         pos = end.end() if end and end.group() == "</parameter>" else stop
