@@ -116,7 +116,11 @@ def _sentencepiece_bpe(
     tok = Tokenizer(BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
     spm_decode = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
     if bool(gguf.metadata.get("tokenizer.ggml.add_space_prefix", not gemma)):
-        tok.pre_tokenizer = pre_tokenizers.Metaspace("\u2581", prepend_scheme="first", split=False)
+        # Prepend unconditionally, as sentencepiece and llama.cpp do (" a" -> "▁▁a");
+        # a Metaspace pre-tokenizer would skip the prefix when the text starts with a space.
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+        )
         tok.decoder = decoders.Sequence([*spm_decode, decoders.Strip(" ", 1, 0)])
     else:
         # The shape of transformers' GemmaTokenizer: spaces become `▁`, nothing is prepended.

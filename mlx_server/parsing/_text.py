@@ -6,7 +6,7 @@ import json
 import secrets
 import string
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -101,30 +101,55 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def bracket_end(text: str, start: int) -> int:
-    """Index just past the bracket that closes the one at text[start], or -1 if not yet closed.
+class BracketScanner:
+    """Finds where the bracketed value opening at a start position closes.
 
-    Knows Python/JSON string quoting, so brackets inside strings do not count.
+    Knows JSON/Python string quoting, so brackets inside strings do not count, and
+    keeps its place between calls so streamed text is scanned once, not once per chunk.
+    Positions are relative to `start`, which may move when the caller trims its buffer.
     """
-    closers = {"(": ")", "[": "]", "{": "}"}
-    stack: list[str] = []
-    quote = ""
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch in closers:
-            stack.append(closers[ch])
-        elif ch in ")]}":
-            if not stack or stack.pop() != ch:
-                return i + 1  # mismatched: let the real parser report it
-            if not stack:
-                return i + 1
-        i += 1
-    return -1
+
+    _CLOSERS: ClassVar[dict[str, str]] = {"(": ")", "[": "]", "{": "}"}
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._stack: list[str] = []
+        self._quote = ""
+        self._escaped = False
+        self._scanned = 0
+
+    def end(self, text: str, start: int) -> int:
+        """Index just past the closing bracket, or -1 while it has not arrived."""
+        i = start + self._scanned
+        while i < len(text):
+            ch = text[i]
+            if self._escaped:
+                self._escaped = False
+            elif self._quote:
+                if ch == "\\":
+                    self._escaped = True
+                elif text.startswith(self._quote, i):
+                    i += len(self._quote) - 1
+                    self._quote = ""
+                elif self._quote.startswith(text[i:]):
+                    break  # maybe the start of a closing triple quote: wait for it
+            elif ch in "\"'":
+                if text.startswith(ch * 3, i):
+                    self._quote = ch * 3
+                    i += 2
+                elif (ch * 3).startswith(text[i:]):
+                    break  # a triple quote may be arriving
+                else:
+                    self._quote = ch
+            elif ch in self._CLOSERS:
+                self._stack.append(self._CLOSERS[ch])
+            elif ch in ")]}":
+                # Closed the outermost bracket, or mismatched: the real parser then reports it.
+                if not self._stack or self._stack.pop() != ch or not self._stack:
+                    self._scanned = i + 1 - start
+                    return i + 1
+            i += 1
+        self._scanned = i - start
+        return -1
