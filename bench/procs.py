@@ -253,11 +253,16 @@ def wait_idle(max_wait: float, threshold: float = 0.25, log=print) -> float | No
     """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` cores
     over a 2 s window; return the last measured foreign load (cores)."""
     t0 = time.monotonic()
+    last_log = -1e9
     load = None
     while True:
         fc = ForeignCpu().start()
         time.sleep(2.0)
         load = fc.stop()
         if load is None or load < threshold or time.monotonic() - t0 >= max_wait:
+            if load is not None and load >= threshold:
+                log(f"    machine still busy after {max_wait:.0f}s (other processes use {load:.2f} cores); going on")
             return load
-        log(f"    waiting for the machine to go idle (other processes use {load:.2f} cores)...")
+        if time.monotonic() - last_log >= 20:
+            last_log = time.monotonic()
+            log(f"    waiting for the machine to go idle (other processes use {load:.2f} cores)...")

@@ -71,7 +71,7 @@ def ratios(res: dict[str, Any]) -> list[tuple[str, float | None, str]]:
              (mlxlm.get("multiturn") or {}).get("last_turn_ttft"), "<1 = ours faster")
     for name in (OURS, MLXLM, "llama-server"):
         t = tg.get(name)
-        if not t or t.get("error"):
+        if not t or t.get("error") or t.get("skipped"):
             continue
         short = "ours" if name == OURS else name
         if raw_dec:
@@ -132,9 +132,9 @@ def render(res: dict[str, Any]) -> str:
             L.append("")
             if t.get("runs"):
                 L += _table(
-                    ["prompt tok", "output tok", "TTFT ms (median)", "decode tok/s (median)",
+                    ["prompt tok", "output tok per rep", "TTFT ms (median)", "decode tok/s (median)",
                      "mlx-lm reported gen tok/s", "load s"],
-                    [[str(t.get("prompt_tokens")), str(t.get("output_tokens")), _ms(t.get("ttft_median")),
+                    [[str(t.get("prompt_tokens")), ",".join(map(str, t.get("output_tokens") or [])), _ms(t.get("ttft_median")),
                       _f(t.get("decode_tps_median")), _f(t.get("mlx_lm_generation_tps_median")),
                       _f(t.get("load_s"), 1)]],
                 )

@@ -21,9 +21,15 @@ def _loader(config: AppConfig):
         from .loading.resolve import resolve_model
         from .platform import auto_gguf_dtype, loaded_blas
 
+        from .engine.types import ModelLoadError
+        from .loading.errors import GGUFImportError, ModelNotFoundError
+
         mc = config.model
         dtype = mc.dtype
-        resolved = resolve_model(mc.model, dtype=auto_gguf_dtype() if dtype == "auto" else dtype)
+        try:
+            resolved = resolve_model(mc.model, dtype=auto_gguf_dtype() if dtype == "auto" else dtype)
+        except (GGUFImportError, ModelNotFoundError) as e:
+            raise ModelLoadError(str(e)) from e
         template = Path(mc.chat_template_file).read_text() if mc.chat_template_file else None
         loaded = load_model(resolved.path, dtype=dtype, chat_template=template,
                             ctx_size=config.engine.ctx_size)
@@ -42,6 +48,8 @@ def model_id(config: AppConfig) -> str:
 
 
 def serve(config: AppConfig) -> int:
+    import threading
+
     import uvicorn
 
     from .engine.async_engine import AsyncEngine
@@ -53,7 +61,37 @@ def serve(config: AppConfig) -> int:
         return 2
     engine = AsyncEngine(_loader(config), config.engine, model_id(config)).start()
     app = create_app(lambda: engine if engine.ready else None, config, health=engine.health)
-    uvicorn.run(app, host=config.server.host, port=config.server.port,
-                log_config=None, timeout_graceful_shutdown=8)
+    server = _server_class()(uvicorn.Config(app, host=config.server.host, port=config.server.port,
+                                    log_config=None, timeout_graceful_shutdown=8))
+    failed = threading.Event()
+    threading.Thread(target=_exit_on_load_failure, args=(engine, server, failed), daemon=True).start()
+    server.run()
     engine.shutdown()
-    return 0
+    return 1 if failed.is_set() else 0
+
+
+def _exit_on_load_failure(engine, server, failed) -> None:
+    """A model that cannot load is fatal: say why and exit non-zero, as llama-server does."""
+    import time
+
+    while not engine.ready:
+        health = engine.health()
+        if health.status == "error":
+            log.error("cannot serve: %s", health.detail)
+            failed.set()
+            server.should_exit = True
+            return
+        time.sleep(0.1)
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after a graceful stop; orchestrators expect exit 0."""
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server

@@ -20,6 +20,7 @@ from .types import (
     GenerationRequest,
     Health,
     ModelInfo,
+    ModelLoadError,
     TemplateError,
 )
 
@@ -71,6 +72,9 @@ class AsyncEngine:
             self._info = _model_info(self._model_id, loaded, self._config)
             self._state = "ok"
             log.info("engine ready: %d slots, ctx %d", self._config.max_slots, loaded.ctx_size)
+        except ModelLoadError as e:
+            self._error, self._state = str(e), "error"
+            return
         except Exception as e:
             log.exception("model load failed")
             self._error, self._state = f"{type(e).__name__}: {e}", "error"

@@ -140,6 +140,10 @@ class InvalidRequestError(EngineError):
         super().__init__(message)
 
 
+class ModelLoadError(EngineError):
+    """The model could not be loaded; the message is meant for the user, no traceback needed."""
+
+
 class TemplateError(EngineError):
     """The chat template could not render the given messages."""
 

@@ -145,11 +145,10 @@ class BracketScanner:
                     self._quote = ch
             elif ch in self._CLOSERS:
                 self._stack.append(self._CLOSERS[ch])
-            elif ch in ")]}":
+            elif ch in ")]}" and (not self._stack or self._stack.pop() != ch or not self._stack):
                 # Closed the outermost bracket, or mismatched: the real parser then reports it.
-                if not self._stack or self._stack.pop() != ch or not self._stack:
-                    self._scanned = i + 1 - start
-                    return i + 1
+                self._scanned = i + 1 - start
+                return i + 1
             i += 1
         self._scanned = i - start
         return -1

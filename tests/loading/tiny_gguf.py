@@ -108,9 +108,17 @@ class TinyGGUF:
 
 
 def write_tiny_gguf(
-    out_dir: Path, arch: str, *, chat_template: str | None = None, seed: int = 0
+    out_dir: Path,
+    arch: str,
+    *,
+    chat_template: str | None = None,
+    tensor_types: dict[str, Q] | None = None,
+    seed: int = 0,
 ) -> TinyGGUF:
-    """Write `<out_dir>/<arch>.gguf` and return it with its references."""
+    """Write `<out_dir>/<arch>.gguf` and return it with its references.
+
+    `tensor_types` overrides the type of named GGUF tensors.
+    """
     tok = _gemma_spm() if arch == "gemma3" else _llama_spm() if arch == "llama" else _qwen_bpe()
     config = dict(CONFIGS[arch], vocab_size=len(tok.tokens))
     rng = np.random.default_rng(seed)
@@ -120,6 +128,7 @@ def write_tiny_gguf(
     weights = {}
     for name, shape in _parameter_shapes(config).items():
         gguf_name, qtype, layer = _gguf_name(arch, name)
+        qtype = (tensor_types or {}).get(gguf_name, qtype)
         value = _random(rng, name, shape, arch)
         stored, reference = _encode(value, qtype, layer)
         stored = _as_llama_cpp_writes(stored, arch, name, config, qtype)
@@ -206,6 +215,8 @@ def _encode(value: np.ndarray, qtype: Q, layer: int) -> tuple[np.ndarray, np.nda
     """(what goes in the file, what it dequantizes back to)."""
     if qtype == Q.F32:
         return value, value
+    if qtype == Q.F64:
+        return value.astype(np.float64), value
     if qtype in (Q.Q4_K, Q.Q6_K):
         stored = _random_k_quant(value.shape, qtype, layer)
     else:
@@ -301,6 +312,7 @@ def _gemma_spm() -> TinyTokenizer:
     space runs stored with real spaces as llama.cpp writes them."""
     sp = _train_spm(
         add_dummy_prefix=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
         control_symbols=["<mask>", "<start_of_turn>", "<end_of_turn>"],
         user_defined_symbols=["\n", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581"],
     )

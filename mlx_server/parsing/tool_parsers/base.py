@@ -15,12 +15,15 @@ from functools import partial
 from typing import Any, ClassVar
 
 from mlx_server.parsing._text import (
+    BracketScanner,
     WhitespaceTrim,
+    decode_prefix,
     dumps,
     find_first,
     loads,
     partial_marker_len,
     random_id,
+    skip_space,
 )
 from mlx_server.parsing.types import ParseResult, StreamDelta, ToolCall, ToolCallDelta, Tools
 
@@ -53,6 +56,8 @@ class Thought:
 
 Event = str | ParsedCall | Malformed | Thought
 
+INVALID = object()  # read_json's value for text that is not valid JSON
+
 
 class ToolParser(ABC):
     """One tool-call format. Stateless; `stream()` holds the state of one response."""
@@ -82,13 +87,18 @@ class ToolCallStream(ABC):
     def __init__(self, parser: ToolParser, tools: Tools | None) -> None:
         self.parser = parser
         self.tools = tools
-        self.result = ParseResult(content="")
+        # Parts are joined only when `result` is read: no quadratic string growth.
+        self._content_parts: list[str] = []
+        self._reasoning_parts: list[str] = []
+        self._calls: list[ToolCall] = []
+        self._warnings: list[str] = []
         self._buf = ""
         self._content = WhitespaceTrim()
         self._thought = WhitespaceTrim(strip_leading=True)
         self._ids: set[str] = set()
         self._call_last = False  # no content since the last call
         self._examined = 0  # chars after the waiting position already looked at
+        self._scanner = BracketScanner()
         self._finished = False
 
     @abstractmethod
@@ -98,10 +108,31 @@ class ToolCallStream(ABC):
         Return pos unchanged to wait for more text. With `final`, all text must be consumed.
         """
 
+    @property
+    def result(self) -> ParseResult:
+        """Everything parsed so far, as one non-streaming result."""
+        return ParseResult(
+            "".join(self._content_parts),
+            list(self._calls),
+            "".join(self._reasoning_parts),
+            list(self._warnings),
+        )
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self._content_parts)
+
+    @property
+    def has_reasoning(self) -> bool:
+        return bool(self._reasoning_parts)
+
     def feed(self, text: str) -> StreamDelta:
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        self._buf += text
+        # Detaching the buffer first lets CPython grow it in place instead of copying.
+        buf, self._buf = self._buf, ""
+        buf += text
+        self._buf = buf
         return self._drain(final=False)
 
     def finish(self) -> StreamDelta:
@@ -140,7 +171,8 @@ class ToolCallStream(ABC):
         elif isinstance(event, Thought):
             text = self._thought.push(event.text)
             delta.reasoning += text
-            self.result.reasoning += text
+            if text:
+                self._reasoning_parts.append(text)
         elif isinstance(event, ParsedCall):
             self._add_call(event, delta)
         else:
@@ -149,7 +181,7 @@ class ToolCallStream(ABC):
                 f"({event.reason}): {event.raw[:200]!r}"
             )
             delta.warnings.append(warning)
-            self.result.warnings.append(warning)
+            self._warnings.append(warning)
             self._add_content(self._content.push(event.raw), delta)
 
     def wait(self, buf: str, pos: int) -> tuple[list[Event], int]:
@@ -161,27 +193,44 @@ class ToolCallStream(ABC):
         """Where text that arrived since the last wait at pos begins."""
         return pos + self._examined
 
+    def read_json(self, buf: str, at: int, final: bool) -> tuple[Any, int] | None:
+        """Decode the JSON value at `at` once it is complete; None means wait for more text.
+
+        An invalid value gives (INVALID, end), end being where its brackets close.
+        """
+        start = skip_space(buf, at)
+        end = -1
+        if start < len(buf) and buf[start] in "[{":
+            end = self._scanner.end(buf, start)
+        if end == -1 and not final:
+            return None
+        self._scanner.reset()
+        stop = len(buf) if end == -1 else end
+        decoded = decode_prefix(buf[:stop], start)
+        return decoded if decoded is not None else (INVALID, stop)
+
     def end_thought(self) -> None:
         """Called by formats when a reasoning block closes: its trailing whitespace goes."""
         self._thought.drop_pending()
-        self._thought.strip_leading = not self.result.reasoning
+        self._thought.strip_leading = not self.has_reasoning
 
     def _add_content(self, text: str, delta: StreamDelta) -> None:
         if text:
             self._call_last = False
         delta.content += text
-        self.result.content += text
+        if text:
+            self._content_parts.append(text)
 
     def _add_call(self, call: ParsedCall, delta: StreamDelta) -> None:
         call_id = call.id if call.id and call.id not in self._ids else self.parser.new_call_id()
         self._ids.add(call_id)
         arguments = dumps(dict(call.arguments))
-        index = len(self.result.tool_calls)
-        self.result.tool_calls.append(ToolCall(call_id, call.name, arguments))
+        index = len(self._calls)
+        self._calls.append(ToolCall(call_id, call.name, arguments))
         delta.tool_calls.append(ToolCallDelta(index, call_id, call.name, arguments))
         # Whitespace before a call is layout; after it, it separates text around the call.
         self._content.drop_pending()
-        self._content.strip_leading = not self.result.content
+        self._content.strip_leading = not self.has_content
         self._call_last = True
 
 
@@ -223,8 +272,11 @@ class RegionStream(ToolCallStream):
     def __init__(self, parser: RegionParser, tools: Tools | None) -> None:
         super().__init__(parser, tools)
         self._markers = tuple(parser.regions) + parser.silent
+        self._open: str | None = None  # start marker of a region waiting for its end
 
     def step(self, buf: str, pos: int, final: bool) -> tuple[list[Event], int]:
+        if self._open is not None:
+            return self.region_step(buf, pos, self._open, final)
         events, new_pos, idx, marker = plain_text_step(buf, pos, final, self._markers)
         if idx != pos:
             return events, new_pos
@@ -238,7 +290,9 @@ class RegionStream(ToolCallStream):
         body_start = pos + len(start)
         end = buf.find(end_marker, max(body_start, self.unexamined(pos) - len(end_marker)))
         if end == -1 and not final:
+            self._open = start
             return self.wait(buf, pos)
+        self._open = None
         stop = len(buf) if end == -1 else end + len(end_marker)
         body = buf[body_start : len(buf) if end == -1 else end]
         parse = partial(self.parser.parse_body, start, body, self.tools)
@@ -266,6 +320,14 @@ def call_from_json(obj: Any) -> ParsedCall:
     key = "arguments" if "arguments" in obj else "parameters"
     call_id = obj.get("id") if isinstance(obj.get("id"), str) else None
     return ParsedCall(name, arguments_object(obj.get(key, {})), call_id)
+
+
+def json_body(text: str) -> Any:
+    """The one JSON value `text` holds (whitespace around it allowed)."""
+    try:
+        return loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedCall("not one JSON value") from exc
 
 
 def arguments_object(value: Any) -> Mapping[str, Any]:

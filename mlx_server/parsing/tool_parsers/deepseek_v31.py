@@ -12,12 +12,12 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar
 
-from mlx_server.parsing._text import decode_prefix, skip_space
 from mlx_server.parsing.tool_parsers.base import (
     MalformedCall,
     ParsedCall,
     RegionParser,
     arguments_object,
+    json_body,
 )
 from mlx_server.parsing.types import Tools
 
@@ -39,7 +39,4 @@ class DeepSeekV31Parser(RegionParser):
         v3 = _V3_BODY.match(args) if name == "function" else None
         if v3 is not None:
             name, args = v3.group(1), v3.group(2)
-        decoded = decode_prefix(args, 0)
-        if decoded is None or skip_space(args, decoded[1]) != len(args):
-            raise MalformedCall("arguments are not one JSON value")
-        return [ParsedCall(name, arguments_object(decoded[0]))]
+        return [ParsedCall(name, arguments_object(json_body(args)))]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mlx_server.parsing._text import decode_prefix, skip_space
+from mlx_server.parsing._text import find_first
 from mlx_server.parsing.tool_parsers.base import (
     Event,
     Malformed,
@@ -24,6 +24,7 @@ from mlx_server.parsing.tool_parsers.base import (
     ToolCallStream,
     ToolParser,
     arguments_object,
+    json_body,
     plain_text_step,
     read_calls,
 )
@@ -87,8 +88,8 @@ class HarmonyStream(ToolCallStream):
         if self._message.recipient is not None:
             return [], end + len(_MESSAGE)
         if self._message.channel == "analysis":
-            return ([Thought("\n\n")] if self.result.reasoning else []), end + len(_MESSAGE)
-        return (["\n\n"] if self.result.content else []), end + len(_MESSAGE)
+            return ([Thought("\n\n")] if self.has_reasoning else []), end + len(_MESSAGE)
+        return (["\n\n"] if self.has_content else []), end + len(_MESSAGE)
 
     def _text_body(
         self, buf: str, pos: int, final: bool, message: _Message
@@ -101,19 +102,18 @@ class HarmonyStream(ToolCallStream):
         self._message = None
         if message.channel == "analysis":
             self.end_thought()
-        # An end token belongs to this message; a new header starts the next one.
-        return [], pos + len(marker) if marker in _ENDS else pos
+        if marker in _ENDS:
+            return [], pos + len(marker)
+        return self._between(buf, pos, final)  # a header without an end token: next message
 
     def _call_body(
         self, buf: str, pos: int, final: bool, message: _Message
     ) -> tuple[list[Event], int]:
-        idx, marker = -1, ""
-        for candidate in _ENDS + _HEADER_STARTS:
-            i = buf.find(candidate, pos)
-            if i != -1 and (idx == -1 or i < idx):
-                idx, marker = i, candidate
+        markers = _ENDS + _HEADER_STARTS
+        since = max(pos, self.unexamined(pos) - max(map(len, markers)))
+        idx, marker = find_first(buf, since, markers)
         if idx == -1 and not final:
-            return [], pos
+            return self.wait(buf, pos)
         self._message = None
         body_end = len(buf) if idx == -1 else idx
         stop = body_end + (len(marker) if marker in _ENDS else 0)
@@ -124,10 +124,6 @@ class HarmonyStream(ToolCallStream):
         name = message.recipient.removeprefix("functions.") if message.recipient else ""
 
         def parse() -> list[ParsedCall]:
-            decoded = decode_prefix(body, 0)
-            if decoded is None or skip_space(body, decoded[1]) != len(body):
-                raise ValueError("arguments are not one JSON value")
-            return [ParsedCall(name, arguments_object(decoded[0]))]
+            return [ParsedCall(name, arguments_object(json_body(body)))]
 
-        events = read_calls(parse, raw)
-        return events, stop
+        return read_calls(parse, raw), stop

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from mlx_server.parsing._text import decode_prefix, skip_space
 from mlx_server.parsing.tool_parsers.base import (
-    MalformedCall,
     ParsedCall,
     RegionParser,
     call_from_json,
+    json_body,
 )
 from mlx_server.parsing.types import Tools
 
@@ -25,10 +24,7 @@ class HermesParser(RegionParser):
     regions: ClassVar[Mapping[str, str]] = {"<tool_call>": "</tool_call>"}
 
     def parse_body(self, start: str, body: str, tools: Tools | None) -> list[ParsedCall]:
-        decoded = decode_prefix(body, 0)
-        if decoded is None or skip_space(body, decoded[1]) != len(body):
-            raise MalformedCall("body is not one JSON value")
-        value = decoded[0]
+        value = json_body(body)
         # A few fine-tunes put a list of calls in one block.
         return (
             [call_from_json(v) for v in value]

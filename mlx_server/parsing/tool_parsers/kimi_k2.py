@@ -13,12 +13,12 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar
 
-from mlx_server.parsing._text import decode_prefix, skip_space
 from mlx_server.parsing.tool_parsers.base import (
     MalformedCall,
     ParsedCall,
     RegionParser,
     arguments_object,
+    json_body,
 )
 from mlx_server.parsing.types import Tools
 
@@ -42,8 +42,5 @@ class KimiK2Parser(RegionParser):
         match = _HEADER.match(header)
         if not sep or match is None:
             raise MalformedCall("expected functions.NAME:N<|tool_call_argument_begin|>")
-        decoded = decode_prefix(args, 0)
-        if decoded is None or skip_space(args, decoded[1]) != len(args):
-            raise MalformedCall("arguments are not one JSON value")
         model_id = match.group(1) if ":" in match.group(1) else None
-        return [ParsedCall(match.group(2), arguments_object(decoded[0]), model_id)]
+        return [ParsedCall(match.group(2), arguments_object(json_body(args)), model_id)]

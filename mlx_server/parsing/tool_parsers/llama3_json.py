@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mlx_server.parsing._text import decode_prefix, skip_space
+from mlx_server.parsing._text import skip_space
 from mlx_server.parsing.tool_parsers.base import (
+    INVALID,
     Event,
     Malformed,
     MalformedCall,
@@ -73,17 +74,13 @@ class Llama3JsonStream(ToolCallStream):
         self, buf: str, pos: int, region: int, json_at: int, final: bool, tagged: bool
     ) -> tuple[list[Event], int]:
         """Read one call object at json_at; the region (marker or separator) starts at region."""
-        # Decoding is retried only after a new closing brace arrives.
-        if not final and buf.find("}", max(json_at, self.unexamined(pos))) == -1:
-            return self.wait(buf, pos)
-        decoded = decode_prefix(buf, json_at)
-        if decoded is None:
-            if not final:
-                return self.wait(buf, pos)
-            self._at_start = self._after_call = False
-            return [buf[pos:region], Malformed(buf[region:], "call is not valid JSON")], len(buf)
-        value, end = decoded
+        read = self.read_json(buf, json_at, final)
+        if read is None:
+            return [], pos
+        value, end = read
         self._at_start = self._after_call = False
+        if value is INVALID:
+            return [buf[pos:region], Malformed(buf[region:end], "call is not valid JSON")], end
         if not tagged and not _is_call(value):
             return [buf[pos:end]], end  # JSON that is the answer, not a call
         try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-from mlx_server.parsing._text import decode_prefix, random_id, skip_space
+from mlx_server.parsing._text import random_id, skip_space
 from mlx_server.parsing.tool_parsers.base import (
+    INVALID,
     Event,
     Malformed,
     ParsedCall,
@@ -52,15 +53,13 @@ class MistralStream(ToolCallStream):
             if header is None:  # the name form needs its [ARGS] before anything else
                 return self._unfinished(buf, pos, final, "expected NAME[ARGS]")
             q = header.end()
-        # A JSON value can only complete at a closing bracket: skip decoding until one arrives.
-        since = max(q, self.unexamined(pos))
-        if not final and buf.find("}", since) == -1 and buf.find("]", since) == -1:
-            return self.wait(buf, pos)
-        decoded = decode_prefix(buf, q)
-        if decoded is None:
-            return self._unfinished(buf, pos, final, "arguments are not valid JSON")
-        value, end = decoded
+        read = self.read_json(buf, q, final)
+        if read is None:
+            return [], pos
+        value, end = read
         raw = buf[pos:end]
+        if value is INVALID:
+            return [Malformed(raw, "arguments are not valid JSON")], end
         if header is None:
             items = value if isinstance(value, list) else [value]
             return read_calls(lambda: [call_from_json(item) for item in items], raw), end
@@ -69,5 +68,5 @@ class MistralStream(ToolCallStream):
 
     def _unfinished(self, buf: str, pos: int, final: bool, reason: str) -> tuple[list[Event], int]:
         if not final:
-            return self.wait(buf, pos)
+            return [], pos
         return [Malformed(buf[pos:], reason)], len(buf)

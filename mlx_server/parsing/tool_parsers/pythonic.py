@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar
 
-from mlx_server.parsing._text import bracket_end, skip_space
+from mlx_server.parsing._text import skip_space
 from mlx_server.parsing.tool_parsers._python import calls_from_list
 from mlx_server.parsing.tool_parsers.base import (
     Event,
@@ -64,13 +64,10 @@ class PythonicStream(RegionStream):
         if _LIST_HEAD.match(buf, q) is None:
             could_grow = not final and _LIST_HEAD_PREFIX.fullmatch(buf, q) is not None
             return ([], pos) if could_grow else None
-        # Only rescan once a new closing bracket arrived: long arguments stay linear-ish.
-        if not final and buf.find("]", max(q, self.unexamined(pos))) == -1:
-            return self.wait(buf, pos)
-        end = bracket_end(buf, q)
+        end = self._scanner.end(buf, q)
         if end == -1:
             if not final:
-                return self.wait(buf, pos)
+                return [], pos
             self._at_start = False
             return [buf[pos:q], Malformed(buf[q:], "unterminated call list")], len(buf)
         self._at_start = False
