@@ -171,6 +171,11 @@ def install_handlers() -> None:
             signal.signal(sig, _raise)
         except (ValueError, OSError):
             pass
+    # Also when started with SIGINT ignored (e.g. `cmd &` from a script).
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):
+        pass
 
 
 class ServerNotReady(RuntimeError):

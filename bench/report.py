@@ -77,10 +77,13 @@ def ratios(res: dict[str, Any]) -> list[tuple[str, float | None, str]]:
         if raw_dec:
             both(f"{short} / raw mlx-lm: single-stream decode tok/s", single_decode(t), raw_dec,
                  "1 = no serving overhead")
-        lv8 = sweep_level(t, 8)
-        if lv8:
-            both(f"{short} at 8 concurrent / {short} single-stream: tok/s", lv8["agg_tok_s"], single_decode(t),
-                 "batching gain")
+        lv8, lv1 = sweep_level(t, 8), sweep_level(t, 1)
+        if lv8 and lv1:
+            both(f"{short} at 8 concurrent / {short} single-stream: agg tok/s (sweep N=8 / N=1)",
+                 lv8["agg_tok_s"], lv1["agg_tok_s"], "batching gain")
+        elif lv8:
+            both(f"{short} at 8 concurrent agg tok/s / {short} single-stream decode tok/s",
+                 lv8["agg_tok_s"], single_decode(t), "batching gain")
         mt = t.get("multiturn") or {}
         if mt.get("last_over_cold") is not None:
             out.append((f"{short}: multi-turn last-turn TTFT / cold TTFT", mt["last_over_cold"],
@@ -128,6 +131,8 @@ def render(res: dict[str, Any]) -> str:
             continue
         if t.get("error"):
             L.append(f"- **error**: {t['error']}")
+        if t.get("interrupted"):
+            L.append("- **interrupted**: partial results")
         if name == RAW:
             L.append("")
             if t.get("runs"):

@@ -216,23 +216,28 @@ def blas_summary(mapped: str | None) -> str | None:
 
 
 def run_server(name: str, args, cfg: Config, env, model: str, count, out_dir: Path, run_id: str,
-               scen: list[str]) -> dict[str, Any]:
+               scen: list[str], res: dict[str, Any]) -> dict[str, Any]:
+    """Start, measure and stop one server; fills ``res`` as it goes (so an
+    interrupted run keeps what was measured)."""
     port = free_port()
     max_n = max(cfg.levels) if "sweep" in scen else 1
-    res: dict[str, Any] = {"notes": []}
+    res["notes"] = []
     if name == "mlx-server":
         if importlib.util.find_spec("mlx_server") is None or importlib.util.find_spec("mlx_server.__main__") is None:
-            return {"skipped": "mlx_server has no __main__ module yet (python -m mlx_server)"}
+            res["skipped"] = "mlx_server has no __main__ module yet (python -m mlx_server)"
+            return res
         tgt = mlx_server_target(args.python, model, port, max_n, args.ctx_size, args.mlx_server_args)
     elif name == "mlx_lm.server":
         tgt = mlx_lm_server_target(args.python, model, port, max_n, args.mlx_lm_args)
     elif name == "llama-server":
         binary = find_llama_server(args.llama_server)
         if not binary:
-            return {"skipped": "no llama-server binary on PATH (or --llama-server PATH)"}
+            res["skipped"] = "no llama-server binary on PATH (or --llama-server PATH)"
+            return res
         gguf = args.gguf or default_gguf()
         if not gguf:
-            return {"skipped": "no GGUF (pass --gguf FILE)"}
+            res["skipped"] = "no GGUF (pass --gguf FILE)"
+            return res
         tgt = llama_server_target(binary, gguf, port, max_n, args.ctx_size, os.cpu_count() or 1,
                                   args.llama_server_args)
     else:
@@ -329,23 +334,25 @@ def main(argv: list[str] | None = None) -> int:
             log(f"bandwidth: {m['bandwidth']['bandwidth_GBps']:.1f} GB/s; weights {m['weight_bytes'] / 1e9:.2f} GB;"
                 f" roofline {m['roofline_tok_s']:.1f} tok/s")
         save()
-        jobs = [(n, lambda n=n: run_server(n, args, cfg, env, model, count, out_dir, run_id, scen))
+        jobs = [(n, lambda r, n=n: run_server(n, args, cfg, env, model, count, out_dir, run_id, scen, r))
                 for n in server_targets]
         if do_raw:
-            jobs.append(("raw", lambda: run_raw(args, cfg, env, model, count, out_dir, run_id)))
+            jobs.append(("raw", lambda r: r.update(run_raw(args, cfg, env, model, count, out_dir, run_id)) or r))
         for name, job in jobs:
             log(f"== {name}" + (" (mlx_lm.stream_generate, no HTTP)" if name == "raw" else ""))
             if args.wait_idle > 0:
                 wait_idle(args.wait_idle, log=log)
             fc = ForeignCpu().start()
+            r: dict[str, Any] = {}
+            results["targets"][name] = r
             try:
-                r = job()
+                job(r)
             except KeyboardInterrupt:
+                r["interrupted"] = True
                 raise
             except Exception as e:  # noqa: BLE001
-                r = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+                r.update(error=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
                 log(f"    {name} failed: {e}")
-            results["targets"][name] = r
             if r.get("skipped"):
                 log(f"    skipped: {r['skipped']}")
             else:

@@ -150,7 +150,7 @@ async def sweep(ep: Endpoint, cfg: Config, count: prompts.Counter, log=print) ->
     for n in cfg.levels:
         payloads = [
             ep.payload(prompt=prompts.tagged(base, _tag()), max_tokens=cfg.sweep_max_tokens)
-            for _ in range(cfg.requests_per_client * n)
+            for _ in range(max(2, cfg.requests_per_client * n))
         ]
         results, wall = await run_closed_loop(ep.url(), payloads, n, cfg.request_timeout)
         agg = aggregate(results, wall)

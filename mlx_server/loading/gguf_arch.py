@@ -244,6 +244,4 @@ def mlx_name(spec: ArchSpec, gguf_name: str) -> str:
     parts = stem.split(".")
     if len(parts) == 3 and parts[0] == "blk" and parts[2] in spec.block_names:
         return f"model.layers.{parts[1]}.{spec.block_names[parts[2]]}.{kind}"
-    raise GGUFImportError(
-        f"tensor {gguf_name!r} is not one the {spec.model_type} importer knows how to place"
-    )
+    raise GGUFImportError(f"tensor {gguf_name!r} has no place in a {spec.model_type} model")

@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .errors import GGUFImportError
 from .gguf_arch import ArchSpec, Meta, arch_spec
 from .gguf_cache import default_cache_root, file_sha256, make_staging_dir, publish
 from .gguf_file import GGUFFile, read_gguf
-from .gguf_tensors import DTYPES, MAX_SHARD_BYTES, write_weights
+from .gguf_tensors import DTYPES, MAX_SHARD_BYTES, check_layout, write_weights
 from .gguf_tokenizer import GGUFTokenizer, build_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,14 @@ def build_model_folder(
 ) -> None:
     """Write config, tokenizer and weights for `gguf` into `out_dir` (no caching)."""
     spec = arch_spec(gguf)
-    config = spec.build_config(Meta(gguf))
-    tok = build_tokenizer(gguf)
+    config = {"model_type": spec.model_type, **spec.build_config(Meta(gguf))}
+    check_layout(gguf, spec, config)
+    # The tokenizer is mostly pure Python and the weights mostly numpy/mlx (GIL released),
+    # so building both at once saves a few seconds on a large vocabulary.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(build_tokenizer, gguf)
+        write_weights(gguf, spec, config, out_dir, dtype, progress, max_shard_bytes)
+        tok = pending.result()
     template, end_of_turn = _chat_template(gguf, tok)
     eos_ids = _eos_ids(gguf, tok, end_of_turn)
     config.update(_config_header(spec, dtype, tok, eos_ids))
@@ -109,7 +116,6 @@ def build_model_folder(
     tok.tokenizer.save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(tok, template, config))
     _write_json(out_dir / "special_tokens_map.json", _special_tokens_map(tok))
-    write_weights(gguf, spec, config, out_dir, dtype, progress, max_shard_bytes)
 
 
 def _chat_template(gguf: GGUFFile, tok: GGUFTokenizer) -> tuple[str | None, tuple[str, ...]]:

@@ -49,9 +49,35 @@ def convert_tensor(
 
 
 def weight_tensors(gguf: GGUFFile) -> list[TensorInfo]:
-    """The tensors that become model weights, largest first so progress bars move evenly."""
+    """The tensors that become model weights, in name order."""
     infos = [t for t in gguf.tensors.values() if t.name not in CONFIG_ONLY_TENSORS]
     return sorted(infos, key=lambda t: t.name)
+
+
+def check_layout(gguf: GGUFFile, spec: ArchSpec, config: dict) -> None:
+    """Compare tensor names and shapes with the mlx-lm model the config describes, before
+    any dequantizing, so a mismatch is a clear error now rather than a failed load later."""
+    import importlib
+
+    from mlx.utils import tree_flatten
+
+    module = importlib.import_module(f"mlx_lm.models.{spec.model_type}")
+    model = module.Model(module.ModelArgs.from_dict(config))  # lazy: allocates nothing yet
+    expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    if config.get("tie_word_embeddings"):
+        expected.pop("lm_head.weight", None)
+    found = {mlx_name(spec, t.name): (t.name, t.shape) for t in weight_tensors(gguf)}
+    for name, (gguf_name, shape) in found.items():
+        if name not in expected:
+            raise GGUFImportError(f"{gguf.path}: tensor {gguf_name!r} has no place in the model")
+        if shape != expected[name]:
+            raise GGUFImportError(
+                f"{gguf.path}: tensor {gguf_name!r} has shape {shape}, "
+                f"the {spec.model_type} config implies {expected[name]}"
+            )
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise GGUFImportError(f"{gguf.path}: tensors missing for {', '.join(missing[:5])}")
 
 
 def plan_shards(

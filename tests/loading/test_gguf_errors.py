@@ -20,7 +20,10 @@ def _import(path, tmp_path):
 def _write(path, arch: str, tensors: dict[str, np.ndarray], **metadata) -> None:
     writer = GGUFWriter(str(path), arch)
     for key, value in metadata.items():
-        writer.add_uint32(f"{arch}.{key}", value)
+        if isinstance(value, float):
+            writer.add_float32(f"{arch}.{key}", value)
+        else:
+            writer.add_uint32(f"{arch}.{key}", value)
     for name, value in tensors.items():
         writer.add_tensor(name, value)
     writer.write_header_to_file()
@@ -112,13 +115,39 @@ def test_unknown_tensor_type_id(tiny_ggufs, tmp_path):
         _import(path, tmp_path)
 
 
+_QWEN3_META = {
+    "embedding_length": 32,
+    "block_count": 1,
+    "feed_forward_length": 64,
+    "attention.head_count": 2,
+    "attention.layer_norm_rms_epsilon": 1e-6,
+}
+
+
 def test_unknown_tensor_name(tmp_path):
     path = tmp_path / "extra.gguf"
-    _write(path, "qwen3", {"token_embd.weight": np.zeros((8, 32), np.float32),
-                           "blk.0.mystery.weight": np.zeros((4,), np.float32)},
-           **{"embedding_length": 32, "block_count": 1, "feed_forward_length": 64,
-              "attention.head_count": 2})
-    with pytest.raises(GGUFImportError):
+    tensors = {
+        "token_embd.weight": np.zeros((8, 32), np.float32),
+        "blk.0.mystery.weight": np.zeros((4,), np.float32),
+    }
+    _write(path, "qwen3", tensors, **_QWEN3_META)
+    with pytest.raises(GGUFImportError, match="'blk.0.mystery.weight' has no place"):
+        _import(path, tmp_path)
+
+
+def test_missing_tensors(tmp_path):
+    path = tmp_path / "missing.gguf"
+    _write(path, "qwen3", {"token_embd.weight": np.zeros((8, 32), np.float32)}, **_QWEN3_META)
+    with pytest.raises(GGUFImportError, match="tensors missing for model.layers.0"):
+        _import(path, tmp_path)
+
+
+def test_shape_mismatch(tmp_path):
+    path = tmp_path / "shape.gguf"
+    tensors = {"token_embd.weight": np.zeros((8, 32), np.float32),
+               "output_norm.weight": np.zeros((16,), np.float32)}
+    _write(path, "qwen3", tensors, **_QWEN3_META)
+    with pytest.raises(GGUFImportError, match=r"'output_norm.weight' has shape \(16,\)"):
         _import(path, tmp_path)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import Collected, chunk, cuts_strategy
-from hypothesis import given, settings
-from samples import TOOLS
+from hypothesis import given
 
 from mlx_server.parsing import OutputParser, get_reasoning_parser, get_tool_parser
+
+from .samples import TOOLS
+from .streaming import Collected, chunk, cuts_strategy, examples
 
 QWEN3 = (
     '<think>\nI could write <tool_call>{"name": "search", "arguments": {}}</tool_call> '
@@ -39,7 +40,7 @@ def test_thinking_text_is_never_parsed_for_calls() -> None:
     assert warnings == []
 
 
-@settings(max_examples=50, deadline=None)
+@examples(50)
 @given(cuts=cuts_strategy)
 def test_stream_matches_parse_full(cuts: list[int]) -> None:
     whole = _qwen3().parse_full(QWEN3)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import chunk, cuts_strategy
-from hypothesis import given, settings
+from hypothesis import given
 
 from mlx_server.parsing import get_reasoning_parser, reasoning_parser_names
+
+from .streaming import chunk, cuts_strategy, examples
 
 MARKERS = {
     "think": ("<think>", "</think>"),
@@ -101,7 +102,7 @@ def test_parse(name: str, prefilled: bool, text: str, reasoning: str, content: s
 
 
 @pytest.mark.parametrize(("name", "prefilled", "text", "reasoning", "content"), CASES, ids=IDS)
-@settings(max_examples=25, deadline=None)
+@examples(25)
 @given(cuts=cuts_strategy)
 def test_any_chunking_matches_parse(
     name: str, prefilled: bool, text: str, reasoning: str, content: str, cuts: list[int]

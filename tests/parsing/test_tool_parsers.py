@@ -6,12 +6,13 @@ import json
 import re
 
 import pytest
-from conftest import Collected, chunk, cuts_strategy
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from samples import SAMPLES, TOOLS, Sample
 
 from mlx_server.parsing import ParseResult, get_tool_parser, tool_parser_names
+
+from .samples import SAMPLES, TOOLS, Sample
+from .streaming import Collected, chunk, cuts_strategy, examples
 
 CASES = [(name, sample) for name, samples in SAMPLES.items() for sample in samples]
 CASE_IDS = [f"{name}-{sample.id}" for name, sample in CASES]
@@ -80,7 +81,7 @@ def test_one_char_chunks(name: str, sample: Sample) -> None:
 
 
 @pytest.mark.parametrize(("name", "sample"), CASES, ids=CASE_IDS)
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(15)
 @given(cuts=cuts_strategy)
 def test_any_chunking_matches_parse(name: str, sample: Sample, cuts: list[int]) -> None:
     _assert_stream_matches_parse(name, sample.text, chunk(sample.text, cuts))
@@ -204,7 +205,7 @@ _PIECES = [
 
 
 @pytest.mark.parametrize("name", tool_parser_names())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(60)
 @given(pieces=st.lists(st.sampled_from(_PIECES), max_size=25), cuts=cuts_strategy)
 def test_random_marker_soup_never_fails(name: str, pieces: list[str], cuts: list[int]) -> None:
     text = "".join(pieces)

@@ -43,6 +43,8 @@ class ParsedCall:
 
 @dataclass(frozen=True)
 class Malformed:
+    """A region that is not a readable call: `raw` goes back into the content."""
+
     raw: str
     reason: str
 
@@ -217,9 +219,8 @@ class ToolCallStream(ABC):
     def _add_content(self, text: str, delta: StreamDelta) -> None:
         if text:
             self._call_last = False
-        delta.content += text
-        if text:
             self._content_parts.append(text)
+            delta.content += text
 
     def _add_call(self, call: ParsedCall, delta: StreamDelta) -> None:
         call_id = call.id if call.id and call.id not in self._ids else self.parser.new_call_id()
@@ -310,15 +311,18 @@ def read_calls(parse: Callable[[], list[ParsedCall]], raw: str) -> list[Event]:
     return list(calls)
 
 
-def call_from_json(obj: Any) -> ParsedCall:
-    """Read `{"name": ..., "arguments"|"parameters": {...}}`, the shape most JSON formats use."""
+def call_from_json(obj: Any, keep_id: bool = False) -> ParsedCall:
+    """Read `{"name": ..., "arguments"|"parameters": {...}}`, the shape most JSON formats use.
+
+    `keep_id` keeps an "id" the model wrote (formats whose templates echo ids back).
+    """
     if not isinstance(obj, dict):
         raise MalformedCall("call is not a JSON object")
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         raise MalformedCall("call has no name")
     key = "arguments" if "arguments" in obj else "parameters"
-    call_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    call_id = obj.get("id") if keep_id and isinstance(obj.get("id"), str) else None
     return ParsedCall(name, arguments_object(obj.get(key, {})), call_id)
 
 

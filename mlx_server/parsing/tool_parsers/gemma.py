@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from mlx_server.parsing.tool_parsers._python import calls_from_code
@@ -88,7 +88,7 @@ class _Reader:
             return self._container("]", self.value)
         return self._bare()
 
-    def _container(self, close: str, item: Any) -> Any:
+    def _container(self, close: str, item: Callable[[], Any]) -> Any:
         self.pos += 1
         items: list[Any] = []
         self.skip()

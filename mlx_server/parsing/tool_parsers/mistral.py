@@ -62,7 +62,9 @@ class MistralStream(ToolCallStream):
             return [Malformed(raw, "arguments are not valid JSON")], end
         if header is None:
             items = value if isinstance(value, list) else [value]
-            return read_calls(lambda: [call_from_json(item) for item in items], raw), end
+            return read_calls(
+                lambda: [call_from_json(item, keep_id=True) for item in items], raw
+            ), end
         name, call_id = header.group(1), header.group(2)
         return read_calls(lambda: [ParsedCall(name, arguments_object(value), call_id)], raw), end
 

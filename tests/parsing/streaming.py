@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from mlx_server.parsing import StreamDelta
@@ -43,3 +44,10 @@ def chunk(text: str, cuts: list[int]) -> list[str]:
 
 # Random cut points; any split of the text must parse the same.
 cuts_strategy = st.lists(st.integers(min_value=0, max_value=10_000), max_size=40)
+
+
+def examples(n: int) -> settings:
+    """Hypothesis settings for a property test: n examples, no on-disk example database."""
+    return settings(
+        max_examples=n, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
