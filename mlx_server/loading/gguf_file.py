@@ -117,17 +117,23 @@ class _Cursor:
         return [self.value(kind) for _ in range(count)]
 
 
-def read_gguf(path: str | Path) -> GGUFFile:
-    """Parse and validate a GGUF header; raise `GGUFImportError` on any problem."""
-    path = Path(path)
+def check_magic(path: Path) -> None:
+    """Raise `GGUFImportError` unless `path` is a file that starts like a GGUF."""
     if not path.is_file():
         raise GGUFImportError(f"GGUF file not found: {path}")
     with path.open("rb") as fh:
         magic = fh.read(4)
-        if magic != _MAGIC:
-            raise GGUFImportError(
-                f"{path} is not a GGUF file (bad magic {magic!r}, expected {_MAGIC!r})"
-            )
+    if magic != _MAGIC:
+        raise GGUFImportError(
+            f"{path} is not a GGUF file (bad magic {magic!r}, expected {_MAGIC!r})"
+        )
+
+
+def read_gguf(path: str | Path) -> GGUFFile:
+    """Parse and validate a GGUF header; raise `GGUFImportError` on any problem."""
+    path = Path(path)
+    check_magic(path)
+    with path.open("rb") as fh:
         buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         return _parse(path, buffer)

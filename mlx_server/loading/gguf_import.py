@@ -18,7 +18,7 @@ from .chat_templates import known_template
 from .errors import GGUFImportError
 from .gguf_arch import ArchSpec, Meta, arch_spec
 from .gguf_cache import default_cache_root, file_sha256, make_staging_dir, publish
-from .gguf_file import GGUFFile, read_gguf
+from .gguf_file import GGUFFile, check_magic, read_gguf
 from .gguf_tensors import DTYPES, MAX_SHARD_BYTES, check_layout, write_weights
 from .gguf_tokenizer import GGUFTokenizer, build_tokenizer
 
@@ -42,9 +42,7 @@ def import_gguf(
     if dtype not in DTYPES:
         raise GGUFImportError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     path = Path(gguf_path).expanduser()
-    if not path.is_file():
-        raise GGUFImportError(f"GGUF file not found: {path}")
-    _check_magic(path)
+    check_magic(path)  # before hashing, so a wrong file fails fast
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     try:
         digest = file_sha256(path, root)
@@ -55,14 +53,6 @@ def import_gguf(
         logger.info("GGUF import cache hit: %s -> %s", path.name, target)
         return target
     return _import_fresh(path, target, root, dtype, digest, progress)
-
-
-def _check_magic(path: Path) -> None:
-    # Fail on a wrong file before spending time hashing it.
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != b"GGUF":
-        raise GGUFImportError(f"{path} is not a GGUF file (bad magic {magic!r}, expected b'GGUF')")
 
 
 def _import_fresh(
@@ -86,7 +76,8 @@ def _import_fresh(
             shutil.rmtree(staging, ignore_errors=True)
     finally:
         gguf.close()
-    logger.info("Imported %s (%s) in %.1fs -> %s", path.name, dtype, time.perf_counter() - started, target)
+    elapsed = time.perf_counter() - started
+    logger.info("Imported %s (%s) in %.1fs -> %s", path.name, dtype, elapsed, target)
     return target
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gguf.quants
 import mlx.core as mx
 import numpy as np
-from gguf.quants import dequantize
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from tqdm import tqdm
 
 from .errors import GGUFImportError
@@ -18,6 +20,30 @@ from .gguf_file import GGUFFile, TensorInfo
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 # mlx-lm's own shard size (mlx_lm.utils.MAX_FILE_SIZE_GB).
 MAX_SHARD_BYTES = 5 << 30
+# Rows are dequantized in chunks of about this many values: big enough that Python overhead
+# vanishes, small enough that temporaries stay in the tens of MB.
+_CHUNK_VALUES = 1 << 22
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gguf-dequant")
+_PLAIN = (GGMLQuantizationType.F32, GGMLQuantizationType.F16)
+
+
+def dequantize(raw: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+    """`gguf.quants.dequantize` without its 16-rows-at-a-time Python loop (which dominates on
+    a 262k-row embedding), with chunks spread over two threads (numpy releases the GIL)."""
+    codec = getattr(gguf.quants, qtype.name, None)
+    if not hasattr(codec, "dequantize_rows") or qtype in _PLAIN:
+        return gguf.quants.dequantize(raw, qtype)  # a view, or NotImplementedError
+    block, type_size = GGML_QUANT_SIZES[qtype]
+    rows = raw.reshape(-1, raw.shape[-1])
+    out = np.empty((rows.shape[0], rows.shape[1] // type_size * block), np.float32)
+    codec.init_grid()  # the IQ types decode through a lookup grid built on first use
+    step = max(1, _CHUNK_VALUES // out.shape[1])
+
+    def run(start: int) -> None:
+        out[start : start + step] = codec.dequantize_rows(rows[start : start + step])
+
+    list(_POOL.map(run, range(0, rows.shape[0], step)))
+    return out.reshape(*raw.shape[:-1], out.shape[-1])
 
 
 def unpermute_qk(weight: np.ndarray, n_head: int) -> np.ndarray:
@@ -87,7 +113,7 @@ def plan_shards(
     shards: list[list[TensorInfo]] = [[]]
     size = 0
     for info in infos:
-        nbytes = int(np.prod(info.shape)) * dtype.size
+        nbytes = _values(info) * dtype.size
         if shards[-1] and size + nbytes > max_bytes:
             shards.append([])
             size = 0
@@ -107,13 +133,15 @@ def write_weights(
 ) -> None:
     """Convert every weight tensor and write `model.safetensors` (or shards plus an index)."""
     mx_dtype = DTYPES[dtype]
-    shards = plan_shards(weight_tensors(gguf), mx_dtype, max_shard_bytes)
+    infos = weight_tensors(gguf)
+    shards = plan_shards(infos, mx_dtype, max_shard_bytes)
     names = _shard_names(len(shards))
     weight_map: dict[str, str] = {}
     bar = tqdm(
-        total=sum(len(s) for s in shards),
+        total=sum(_values(info) for info in infos),
         desc=f"Dequantizing {gguf.path.name}",
-        unit="tensor",
+        unit="param",
+        unit_scale=True,
         disable=not progress,
     )
     with bar:
@@ -135,7 +163,11 @@ def _convert_all(
         name, array = convert_tensor(gguf, info, spec, config, dtype)
         mx.eval(array)  # materialize now so the float32 numpy copy can be freed
         yield name, array
-        bar.update(1)
+        bar.update(_values(info))
+
+
+def _values(info: TensorInfo) -> int:
+    return int(np.prod(info.shape))
 
 
 def _shard_names(count: int) -> list[str]:

@@ -87,7 +87,8 @@ def _from_hf_cache(repo_id: str, dtype: str, progress: bool) -> ResolvedModel:
         return ResolvedModel(folder, "hf-cache", repo_id)
     ggufs = sorted(folder.glob("*.gguf"))
     if len(ggufs) == 1:
-        return ResolvedModel(import_gguf(ggufs[0], dtype=dtype, progress=progress), "hf-cache", repo_id)
+        folder = import_gguf(ggufs[0], dtype=dtype, progress=progress)
+        return ResolvedModel(folder, "hf-cache", repo_id)
     names = ", ".join(g.name for g in ggufs) or "no config.json and no .gguf file"
     raise ModelNotFoundError(
         f"The cached snapshot of {repo_id!r} at {folder} is not a single model ({names}); "

@@ -144,3 +144,34 @@ def test_large_models_are_sharded(tiny_ggufs, tmp_path):
     model, _ = load(str(tmp_path))
     want = _direct_model(tiny, tiny.weights)(IDS)
     np.testing.assert_allclose(np.array(model(IDS)), np.array(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def llama3(tmp_path_factory):
+    out = tmp_path_factory.mktemp("llama3")
+    tiny = write_tiny_gguf(out, "llama", tokenizer="llama3")
+    return tiny, import_gguf(tiny.path, cache_root=out / "cache", progress=False)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_llama3_byte_level_tokenizer_with_bos(llama3, text):
+    tiny, folder = llama3
+    _, tok = load(str(folder))
+    ids = tok.encode(text)
+    assert ids == [tiny.tokenizer.special["bos"]] + tiny.tokenizer.encode(text)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_llama3_template_and_eot(llama3):
+    tiny, folder = llama3
+    model, tok = load(str(folder))
+    assert tiny.tokenizer.special["eot"] in tok.eos_token_ids
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
+    assert text == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    want = _direct_model(tiny, tiny.weights)(IDS)
+    np.testing.assert_allclose(np.array(model(IDS)), np.array(want), rtol=1e-5, atol=1e-5)

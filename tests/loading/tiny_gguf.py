@@ -33,6 +33,10 @@ TEXTS = [
     " leading space, trailing space ",
     "",
 ]
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -113,16 +117,19 @@ def write_tiny_gguf(
     *,
     chat_template: str | None = None,
     tensor_types: dict[str, Q] | None = None,
+    tokenizer: str | None = None,
     seed: int = 0,
 ) -> TinyGGUF:
-    """Write `<out_dir>/<arch>.gguf` and return it with its references.
+    """Write `<out_dir>/<arch>.gguf` (or `<arch>-<tokenizer>.gguf`) with its references.
 
-    `tensor_types` overrides the type of named GGUF tensors.
+    `tensor_types` overrides the type of named GGUF tensors; `tokenizer` picks the vocabulary
+    ("llama2", "gemma", "qwen", "llama3"; by default the architecture's usual one).
     """
-    tok = _gemma_spm() if arch == "gemma3" else _llama_spm() if arch == "llama" else _qwen_bpe()
+    kind = tokenizer or {"llama": "llama2", "gemma3": "gemma"}.get(arch, "qwen")
+    tok = TOKENIZERS[kind]()
     config = dict(CONFIGS[arch], vocab_size=len(tok.tokens))
     rng = np.random.default_rng(seed)
-    path = out_dir / f"{arch}.gguf"
+    path = out_dir / (f"{arch}-{tokenizer}.gguf" if tokenizer else f"{arch}.gguf")
     writer = GGUFWriter(str(path), arch)
     _write_metadata(writer, arch, config, tok, chat_template)
     weights = {}
@@ -331,39 +338,66 @@ def _gemma_spm() -> TinyTokenizer:
 
 
 def _qwen_bpe() -> TinyTokenizer:
-    """Qwen style: byte-level BPE with explicit merges, the qwen2 split, no BOS."""
-    import json
+    """Qwen style: byte-level BPE with explicit merges, the qwen2 split, NFC, no BOS."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok, vocab = _train_byte_level(QWEN2_SPLIT, specials, nfc=True)
+    return _byte_level_tokenizer(
+        tok, vocab, specials, "qwen2", {"eos": "<|im_end|>", "pad": "<|endoftext|>"}, False
+    )
 
+
+def _llama3_bpe() -> TinyTokenizer:
+    """Llama 3 style: byte-level BPE, the llama3 split, BOS added, <|eot_id|> ends a turn."""
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|eot_id|>"]
+    tok, vocab = _train_byte_level(LLAMA3_SPLIT, specials, nfc=False)
+    roles = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "eot": "<|eot_id|>"}
+    return _byte_level_tokenizer(tok, vocab, specials, "llama-bpe", roles, True)
+
+
+def _train_byte_level(split: str, specials: list[str], nfc: bool):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers import trainers
 
     tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
+    if nfc:
+        tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
-    vocab = tok.get_vocab()
+    return tok, tok.get_vocab()
+
+
+def _byte_level_tokenizer(tok, vocab, specials, pre, roles, add_bos) -> TinyTokenizer:
+    import json
+
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
     merges = json.loads(tok.to_str())["model"]["merges"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
     return TinyTokenizer(
         tokens=tokens,
         scores=[0.0] * len(tokens),
         types=[3 if t in specials else 1 for t in tokens],
-        special={"eos": vocab["<|im_end|>"], "pad": vocab["<|endoftext|>"]},
+        special={role: vocab[token] for role, token in roles.items()},
         encode=lambda text: tok.encode(text).ids,
         model="gpt2",
-        pre="qwen2",
-        merges=merges,
-        add_bos=False,
+        pre=pre,
+        merges=[m if isinstance(m, str) else " ".join(m) for m in merges],
+        add_bos=add_bos,
     )
+
+
+TOKENIZERS: dict[str, Callable[[], TinyTokenizer]] = {
+    "llama2": _llama_spm,
+    "gemma": _gemma_spm,
+    "qwen": _qwen_bpe,
+    "llama3": _llama3_bpe,
+}
