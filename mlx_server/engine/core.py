@@ -106,6 +106,7 @@ class EngineCore:
         self._admit()
         if not self.running:
             return
+        self._set_prefill_chunk()
         with mx.stream(self.gen.stream):
             prompt_rs, gen_rs = self.gen._next()
         self.counters["steps"] += 1
@@ -118,6 +119,19 @@ class EngineCore:
                 self._snapshot(r.uid)
         for r in gen_rs:
             self._on_generated(r)
+
+    def _set_prefill_chunk(self) -> None:
+        """A per-step prompt-token budget shared by everyone prefilling.
+
+        While others decode, one step reads at most --prefill-step-size prompt tokens in
+        total, so their inter-token latency stays bounded; with nobody decoding, prompts
+        are read in chunks four times larger for throughput.
+        """
+        gen = self.gen
+        decoding = len(gen._generation_batch)
+        prompting = len(gen._prompt_batch) + len(gen._unprocessed_sequences)
+        budget = self.config.prefill_step_size * (1 if decoding else 4)
+        gen.prefill_step_size = max(32, budget // max(1, prompting))
 
     def _drain_inbox(self) -> None:
         with self._lock:
