@@ -215,6 +215,18 @@ def blas_summary(mapped: str | None) -> str | None:
     return mapped
 
 
+def skip_reason(name: str, args) -> str | None:
+    if name == "mlx-server" and (importlib.util.find_spec("mlx_server") is None
+                                 or importlib.util.find_spec("mlx_server.__main__") is None):
+        return "mlx_server has no __main__ module yet (python -m mlx_server)"
+    if name == "llama-server":
+        if not find_llama_server(args.llama_server):
+            return "no llama-server binary on PATH (or --llama-server PATH)"
+        if not (args.gguf or default_gguf()):
+            return "no GGUF (pass --gguf FILE)"
+    return None
+
+
 def run_server(name: str, args, cfg: Config, env, model: str, count, out_dir: Path, run_id: str,
                scen: list[str], res: dict[str, Any]) -> dict[str, Any]:
     """Start, measure and stop one server; fills ``res`` as it goes (so an
@@ -222,22 +234,18 @@ def run_server(name: str, args, cfg: Config, env, model: str, count, out_dir: Pa
     port = free_port()
     max_n = max(cfg.levels) if "sweep" in scen else 1
     res["notes"] = []
+    reason = skip_reason(name, args)
+    if reason:
+        res["skipped"] = reason
+        return res
     if name == "mlx-server":
-        if importlib.util.find_spec("mlx_server") is None or importlib.util.find_spec("mlx_server.__main__") is None:
-            res["skipped"] = "mlx_server has no __main__ module yet (python -m mlx_server)"
-            return res
         tgt = mlx_server_target(args.python, model, port, max_n, args.ctx_size, args.mlx_server_args)
     elif name == "mlx_lm.server":
         tgt = mlx_lm_server_target(args.python, model, port, max_n, args.mlx_lm_args)
     elif name == "llama-server":
         binary = find_llama_server(args.llama_server)
-        if not binary:
-            res["skipped"] = "no llama-server binary on PATH (or --llama-server PATH)"
-            return res
         gguf = args.gguf or default_gguf()
-        if not gguf:
-            res["skipped"] = "no GGUF (pass --gguf FILE)"
-            return res
+        assert binary and gguf
         tgt = llama_server_target(binary, gguf, port, max_n, args.ctx_size, os.cpu_count() or 1,
                                   args.llama_server_args)
     else:
@@ -340,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(("raw", lambda r: r.update(run_raw(args, cfg, env, model, count, out_dir, run_id)) or r))
         for name, job in jobs:
             log(f"== {name}" + (" (mlx_lm.stream_generate, no HTTP)" if name == "raw" else ""))
-            if args.wait_idle > 0:
+            if args.wait_idle > 0 and not skip_reason(name, args):
                 wait_idle(args.wait_idle, log=log)
             fc = ForeignCpu().start()
             r: dict[str, Any] = {}

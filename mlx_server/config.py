@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -15,8 +21,16 @@ class ModelConfig:
     model: str | None = None
     alias: str | None = None
     chat_template_file: str | None = None
+    # Inline Jinja text (`--chat-template` with a template or a built-in name); wins over
+    # the file when both are given, as the later flag does in llama-server.
+    chat_template: str | None = None
     # "auto": float32 for GGUF imports on CPU, the checkpoint's own dtype elsewhere.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Embedding / rerank mode (`--embedding`, `--reranking`, `--pooling`).
+    embedding: bool = False
+    reranking: bool = False
+    pooling: Literal["none", "mean", "cls", "last", "rank"] | None = None
+    mmproj: str | None = None  # a multimodal projector (`--mmproj`), for vision models
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,23 @@ class EngineConfig:
     enable_prefix_cache: bool = True
     # /health turns non-200 when the loop has work but no step finished for this long.
     wedge_timeout_s: float = 60.0
+    # llama.cpp cache type names (`-ctk q8_0`); None keeps the model's dtype.
+    kv_cache_type_k: str | None = None
+    kv_cache_type_v: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """Tool calling and reasoning: how model output is parsed into calls and thoughts."""
+
+    tool_call_format: str | None = None  # a tool parser name; None infers it from the template
+    # "on", "off", "auto" (llama-server's `--reasoning`) or a reasoning parser name.
+    reasoning: str = "auto"
+    reasoning_format: str | None = None  # llama-server's `--reasoning-format` (none, deepseek, ...)
+    reasoning_budget: int = -1  # thinking tokens allowed; -1 unlimited, 0 disables thinking
+    reasoning_budget_message: str | None = None
+    # Defaults for every request's template kwargs (`--chat-template-kwargs '{...}'`).
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True)
@@ -44,12 +75,20 @@ class ServerConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # /metrics is public unless these keys are set; then it needs one of them or an API key.
+    metrics_api_keys: tuple[str, ...] = ()
+    slots_endpoint: bool = True
+    # After SIGTERM: how long in-flight requests may run before they are ended.
+    drain_timeout_s: float = 5.0
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
 
 
 @dataclass(frozen=True)
 class LogConfig:
     format: Literal["text", "json"] = "text"
     level: str = "info"
+    file: str | None = None  # also write the log here (`--log-file`)
 
 
 @dataclass(frozen=True)
@@ -60,5 +99,9 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    # Flags accepted for llama-server compatibility that mean nothing on MLX.
+    tools: ToolConfig = field(default_factory=ToolConfig)
+    # Flags accepted for llama-server compatibility that mean nothing on MLX (or are not
+    # implemented yet), as given: ("--n-gpu-layers 99", "--mlock"). Logged once at start.
     ignored_flags: tuple[str, ...] = ()
+    # Flags with an MLX meaning that are accepted but not applied yet, with the reason.
+    pending_flags: tuple[str, ...] = ()
