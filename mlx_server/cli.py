@@ -1,70 +1,300 @@
-"""Command line: flags in, frozen config out. Nothing below this module sees argparse."""
+"""Command line: flags in, frozen config out. Nothing below this module sees argparse.
+
+The flags are llama-server's where it has one (same spellings, short forms and
+`LLAMA_ARG_*` environment variables), so a llama-server launch line starts this server
+unchanged; flags that mean nothing on MLX are accepted and reported (see cli_compat).
+As with argparse everywhere, the last occurrence of a flag wins.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from . import __version__
-from .config import AppConfig, EngineConfig, LogConfig, ModelConfig, ServerConfig
+from .cli_compat import EnvVar, add_compat_flags, compat_env_vars, env_args
+from .config import (
+    AppConfig,
+    EngineConfig,
+    LogConfig,
+    ModelConfig,
+    ServerConfig,
+    ToolConfig,
+)
+
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+REASONING_SWITCHES = ("on", "off", "auto")
+
+# Environment variables of the flags that take effect (llama.cpp's names).
+ENV_VARS = (
+    EnvVar("LLAMA_ARG_MODEL", "--model"),
+    EnvVar("LLAMA_ARG_ALIAS", "--alias"),
+    EnvVar("LLAMA_ARG_HOST", "--host"),
+    EnvVar("LLAMA_ARG_PORT", "--port"),
+    EnvVar("LLAMA_ARG_CTX_SIZE", "--ctx-size"),
+    EnvVar("LLAMA_ARG_N_PARALLEL", "--parallel"),
+    EnvVar("LLAMA_ARG_TIMEOUT", "--timeout"),
+    EnvVar("LLAMA_API_KEY", "--api-key", split=True),
+    EnvVar("LLAMA_ARG_CHAT_TEMPLATE", "--chat-template"),
+    EnvVar("LLAMA_ARG_CHAT_TEMPLATE_FILE", "--chat-template-file"),
+    EnvVar("LLAMA_CHAT_TEMPLATE_KWARGS", "--chat-template-kwargs"),
+    EnvVar("LLAMA_ARG_JINJA", "--jinja", neg="--no-jinja"),
+    EnvVar("LLAMA_ARG_THINK", "--reasoning-format"),
+    EnvVar("LLAMA_ARG_THINK_BUDGET", "--reasoning-budget"),
+    EnvVar("LLAMA_ARG_THINK_BUDGET_MESSAGE", "--reasoning-budget-message"),
+    EnvVar("LLAMA_ARG_REASONING", "--reasoning"),
+    EnvVar("LLAMA_ARG_ENDPOINT_METRICS", "--metrics"),
+    EnvVar("LLAMA_ARG_ENDPOINT_SLOTS", "--slots", neg="--no-slots"),
+    EnvVar("LLAMA_ARG_CACHE_TYPE_K", "--cache-type-k"),
+    EnvVar("LLAMA_ARG_CACHE_TYPE_V", "--cache-type-v"),
+    EnvVar("LLAMA_ARG_CACHE_RAM", "--cache-ram"),
+    EnvVar("LLAMA_ARG_EMBEDDINGS", "--embedding"),
+    EnvVar("LLAMA_ARG_RERANKING", "--reranking"),
+    EnvVar("LLAMA_ARG_POOLING", "--pooling"),
+    EnvVar("LLAMA_ARG_MMPROJ", "--mmproj"),
+    EnvVar("LLAMA_ARG_SSL_KEY_FILE", "--ssl-key-file"),
+    EnvVar("LLAMA_ARG_SSL_CERT_FILE", "--ssl-cert-file"),
+    EnvVar("LLAMA_LOG_FILE", "--log-file"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx-server",
-        description="OpenAI-compatible inference server for MLX models.",
+        description="OpenAI-compatible inference server for MLX models; takes llama-server's "
+        "flags (and LLAMA_ARG_* variables), ignoring those with no meaning on MLX.",
         allow_abbrev=False,
     )
     p.add_argument("--version", action="version", version=f"mlx-server {__version__}")
-    m = p.add_argument_group("model")
+    _model_flags(p.add_argument_group("model"))
+    _server_flags(p.add_argument_group("server"))
+    _engine_flags(p.add_argument_group("engine"))
+    _tool_flags(p.add_argument_group("tool calling and reasoning"))
+    _log_flags(p.add_argument_group("logging"))
+    add_compat_flags(p.add_argument_group("llama-server compatibility"))
+    return p
+
+
+def _model_flags(m: argparse._ArgumentGroup) -> None:
     m.add_argument("-m", "--model", help="MLX model folder, local Hugging Face id, or .gguf file "
                    "(default: the embedded Gemma 3 270M)")
     m.add_argument("-a", "--alias", help="model name served in responses and /v1/models")
-    m.add_argument("--chat-template", "--chat-template-file", dest="chat_template",
-                   help="Jinja chat template file that replaces the model's own")
+    m.add_argument("--chat-template", help="a Jinja chat template, or a built-in name "
+                   "(chatml, llama3, gemma), that replaces the model's own")
+    m.add_argument("--chat-template-file", help="a Jinja chat template file")
+    m.add_argument("--jinja", action="store_true", help="accepted: templates are always Jinja")
+    m.add_argument("--no-jinja", action="store_true", help=argparse.SUPPRESS)
     m.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="weight dtype (auto: float32 for GGUF on CPU, the checkpoint's own otherwise)")
-    s = p.add_argument_group("server")
+    m.add_argument("--embedding", "--embeddings", action="store_true",
+                   help="embedding mode (/v1/embeddings)")
+    m.add_argument("--reranking", "--rerank", action="store_true",
+                   help="rerank mode: implies --embedding --pooling rank")
+    m.add_argument("--pooling", choices=["none", "mean", "cls", "last", "rank"],
+                   help="embedding pooling (default: the model's)")
+    m.add_argument("-mm", "--mmproj", help="multimodal projector file, for vision models")
+    m.add_argument("--embedding-model", help="an embedding model folder served by /v1/embeddings "
+                   "next to the main model")
+    m.add_argument("--embedding-alias", help="the embedding model's name in responses and "
+                   "/v1/models (default: its folder name)")
+
+
+def _server_flags(s: argparse._ArgumentGroup) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
-    e = p.add_argument_group("engine")
-    e.add_argument("--max-slots", "-np", "--parallel", dest="max_slots", type=int, default=4,
-                   help="sequences decoded together in one batch")
+    s.add_argument("--api-key", action="append", default=[],
+                   help="require `Authorization: Bearer KEY` (repeat for several keys)")
+    s.add_argument("--api-key-file", action="append", default=[],
+                   help="a file of API keys, one per line")
+    s.add_argument("--metrics-api-key", action="append", default=[],
+                   help="protect /metrics: require this key (or an --api-key) there")
+    s.add_argument("--cors-origins", action="append", default=[],
+                   help="comma-separated origins allowed by CORS (default: CORS off)")
+    s.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                   help="request bodies larger than this get a 413")
+    s.add_argument("--metrics", action="store_true",
+                   help="accepted: /metrics is always served")
+    s.add_argument("--slots", dest="slots", action="store_true", default=True,
+                   help="serve GET /slots (default)")
+    s.add_argument("--no-slots", dest="slots", action="store_false", help="disable GET /slots")
+    s.add_argument("--drain-timeout", type=float, default=5.0,
+                   help="after SIGTERM, seconds in-flight requests may still run (default: 5)")
+    s.add_argument("--allow-image-urls", action="store_true",
+                   help="fetch chat images from public http(s) URLs (default: data: URLs only)")
+    s.add_argument("--ssl-key-file", help="PEM private key: serve HTTPS")
+    s.add_argument("--ssl-cert-file", help="PEM certificate: serve HTTPS")
+
+
+def _engine_flags(e: argparse._ArgumentGroup) -> None:
+    e.add_argument("-np", "--parallel", "--max-slots", dest="max_slots", type=int, default=4,
+                   help="sequences decoded together in one batch (<= 0: the default, 4)")
     e.add_argument("-c", "--ctx-size", type=int, default=None,
                    help="context length (default: the model's; 0 means the model's)")
     e.add_argument("--prefill-step-size", type=int, default=512,
                    help="prompt tokens per prefill chunk (bounds other streams' latency)")
     e.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
-    e.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
+    e.add_argument("-to", "--timeout", type=float, default=600.0,
+                   help="per-request timeout, seconds (0: none)")
     e.add_argument("--cache-bytes", type=int, default=None,
                    help="KV-cache budget in bytes (default: derived from memory)")
-    e.add_argument("--no-prefix-cache", action="store_true", help="disable prefix KV reuse")
-    lg = p.add_argument_group("logging")
+    e.add_argument("--no-prefix-cache", "--no-cache-prompt", action="store_true",
+                   help="disable prefix KV reuse")
+    e.add_argument("-cram", "--cache-ram", type=int, default=None,
+                   help="llama-server's prompt-cache size in MiB: 0 disables prefix reuse")
+    e.add_argument("-ctk", "--cache-type-k", choices=KV_CACHE_TYPES,
+                   help="KV-cache dtype for K (llama.cpp names)")
+    e.add_argument("-ctv", "--cache-type-v", choices=KV_CACHE_TYPES,
+                   help="KV-cache dtype for V (llama.cpp names)")
+
+
+def _tool_flags(t: argparse._ArgumentGroup) -> None:
+    t.add_argument("--tool-call-format",
+                   help="tool-call parser name (default: inferred from the chat template)")
+    t.add_argument("-rea", "--reasoning", default="auto",
+                   help="on, off, auto, or a reasoning parser name (default: auto)")
+    t.add_argument("--reasoning-format", help="llama-server's: none, deepseek, deepseek-legacy, auto")
+    t.add_argument("--reasoning-budget", type=int, default=-1,
+                   help="thinking tokens allowed: -1 unlimited, 0 no thinking")
+    t.add_argument("--reasoning-budget-message",
+                   help="text injected when the reasoning budget runs out")
+    t.add_argument("--chat-template-kwargs", help="JSON object of extra chat-template variables")
+
+
+def _log_flags(lg: argparse._ArgumentGroup) -> None:
     lg.add_argument("--log-format", choices=["text", "json"], default="text")
     lg.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error", "critical"])
-    return p
+    lg.add_argument("-v", "--verbose", "--log-verbose", action="store_true",
+                    help="same as --log-level debug")
+    lg.add_argument("--log-disable", action="store_true", help="only warnings and errors")
+    lg.add_argument("--log-file", help="also write the log to this file")
 
 
-def parse_args(argv: Sequence[str]) -> AppConfig:
-    ns = build_parser().parse_args(list(argv))
+def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> AppConfig:
+    """Flags (and `LLAMA_ARG_*` variables from `env`, default `os.environ`) to config."""
+    parser = build_parser()
+    argv = list(argv)
+    variables = [*ENV_VARS, *compat_env_vars()]
+    from_env = env_args(parser, argv, os.environ if env is None else env, variables)
+    ns = parser.parse_args(from_env + argv)
+    compat: list[tuple[str, str, str]] = ns.compat or []
+    ignored = [shown for _, shown, why in compat if not why]
+    pending = [f"{shown}: {why}" for _, shown, why in compat if why]
+    if ns.no_jinja:
+        ignored.append("--no-jinja")
+    if ns.cache_ram not in (None, 0):
+        pending.append(f"--cache-ram {ns.cache_ram}: the KV budget is --cache-bytes")
     return AppConfig(
-        model=ModelConfig(model=ns.model, alias=ns.alias, chat_template_file=ns.chat_template,
-                          dtype=ns.dtype),
-        engine=EngineConfig(
-            max_slots=max(1, ns.max_slots),
-            ctx_size=ns.ctx_size or None,
-            prefill_step_size=max(16, ns.prefill_step_size),
-            max_queue=max(0, ns.max_queue),
-            request_timeout_s=ns.timeout if ns.timeout and ns.timeout > 0 else None,
-            cache_bytes=ns.cache_bytes,
-            enable_prefix_cache=not ns.no_prefix_cache,
-        ),
-        server=ServerConfig(host=ns.host, port=ns.port, max_body_bytes=ns.max_body_bytes),
-        log=LogConfig(format=ns.log_format, level=ns.log_level),
+        model=_model_config(parser, ns),
+        engine=_engine_config(ns),
+        server=_server_config(parser, ns),
+        log=_log_config(ns),
+        tools=_tool_config(parser, ns),
+        ignored_flags=tuple(ignored),
+        pending_flags=tuple(pending),
     )
+
+
+def _model_config(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> ModelConfig:
+    template = _chat_template(parser, ns.chat_template) if ns.chat_template else None
+    if ns.chat_template_file and not Path(ns.chat_template_file).is_file():
+        parser.error(f"--chat-template-file: no such file: {ns.chat_template_file}")
+    return ModelConfig(
+        model=ns.model, alias=ns.alias, chat_template_file=ns.chat_template_file,
+        chat_template=template, dtype=ns.dtype,
+        embedding=ns.embedding or ns.reranking, reranking=ns.reranking,
+        pooling="rank" if ns.reranking and ns.pooling is None else ns.pooling,
+        mmproj=ns.mmproj, embedding_model=ns.embedding_model, embedding_alias=ns.embedding_alias,
+    )
+
+
+def _chat_template(parser: argparse.ArgumentParser, value: str) -> str:
+    """llama-server takes a template or a built-in name; a file path is accepted too."""
+    from .loading.chat_templates import CHATML, GEMMA3, LLAMA3
+
+    builtin = {"chatml": CHATML, "llama3": LLAMA3, "gemma": GEMMA3, "gemma3": GEMMA3}
+    if value in builtin:
+        return builtin[value]
+    if "{{" in value or "{%" in value:
+        return value
+    if Path(value).is_file():
+        return Path(value).read_text()
+    parser.error(f"--chat-template: {value!r} is neither a Jinja template, a file, nor a "
+                 f"built-in name ({', '.join(builtin)})")
+
+
+def _engine_config(ns: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        max_slots=ns.max_slots if ns.max_slots > 0 else 4,
+        ctx_size=ns.ctx_size or None,
+        prefill_step_size=max(16, ns.prefill_step_size),
+        max_queue=max(0, ns.max_queue),
+        request_timeout_s=ns.timeout if ns.timeout and ns.timeout > 0 else None,
+        cache_bytes=ns.cache_bytes,
+        enable_prefix_cache=not ns.no_prefix_cache and ns.cache_ram != 0,
+        kv_cache_type_k=ns.cache_type_k,
+        kv_cache_type_v=ns.cache_type_v,
+    )
+
+
+def _server_config(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> ServerConfig:
+    keys = [k for k in ns.api_key if k]
+    for path in ns.api_key_file:
+        try:
+            keys += [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            parser.error(f"--api-key-file: cannot read {path}: {e.strerror}")
+    origins = [o.strip() for value in ns.cors_origins for o in value.split(",") if o.strip()]
+    if bool(ns.ssl_key_file) != bool(ns.ssl_cert_file):
+        parser.error("--ssl-key-file and --ssl-cert-file go together")
+    return ServerConfig(
+        host=ns.host, port=ns.port, max_body_bytes=ns.max_body_bytes,
+        api_keys=tuple(dict.fromkeys(keys)), cors_origins=tuple(origins),
+        metrics_api_keys=tuple(k for k in ns.metrics_api_key if k),
+        slots_endpoint=ns.slots, drain_timeout_s=max(0.0, ns.drain_timeout),
+        ssl_keyfile=ns.ssl_key_file, ssl_certfile=ns.ssl_cert_file,
+        allow_image_urls=ns.allow_image_urls,
+    )
+
+
+def _tool_config(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> ToolConfig:
+    from .parsing import reasoning_parser_names, tool_parser_names
+
+    fmt = ns.tool_call_format
+    if fmt is not None and fmt not in tool_parser_names():
+        parser.error(f"--tool-call-format: unknown format {fmt!r}; choose from "
+                     f"{', '.join(tool_parser_names())}")
+    if ns.reasoning not in (*REASONING_SWITCHES, *reasoning_parser_names()):
+        parser.error(f"--reasoning: expected on, off, auto or one of "
+                     f"{', '.join(reasoning_parser_names())}; got {ns.reasoning!r}")
+    return ToolConfig(
+        tool_call_format=fmt, reasoning=ns.reasoning, reasoning_format=ns.reasoning_format,
+        reasoning_budget=ns.reasoning_budget, reasoning_budget_message=ns.reasoning_budget_message,
+        chat_template_kwargs=_template_kwargs(parser, ns.chat_template_kwargs),
+    )
+
+
+def _template_kwargs(parser: argparse.ArgumentParser, raw: str | None) -> Mapping[str, Any]:
+    if not raw:
+        return MappingProxyType({})
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        parser.error(f"--chat-template-kwargs: not valid JSON: {e}")
+    if not isinstance(value, dict):
+        parser.error("--chat-template-kwargs: expected a JSON object")
+    return MappingProxyType(value)
+
+
+def _log_config(ns: argparse.Namespace) -> LogConfig:
+    level = "debug" if ns.verbose else "warning" if ns.log_disable else ns.log_level
+    return LogConfig(format=ns.log_format, level=level, file=ns.log_file)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -31,6 +31,8 @@ class ModelConfig:
     reranking: bool = False
     pooling: Literal["none", "mean", "cls", "last", "rank"] | None = None
     mmproj: str | None = None  # a multimodal projector (`--mmproj`), for vision models
+    embedding_model: str | None = None  # a second model served by /v1/embeddings
+    embedding_alias: str | None = None  # its id in responses (default: the folder's name)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class ServerConfig:
     slots_endpoint: bool = True
     # After SIGTERM: how long in-flight requests may run before they are ended.
     drain_timeout_s: float = 5.0
+    # Chat images given as http(s) URLs are fetched only when allowed (`--allow-image-urls`),
+    # within these limits, and never from private or loopback addresses.
+    allow_image_urls: bool = False
+    max_image_bytes: int = 20 * 1024 * 1024
+    image_fetch_timeout_s: float = 10.0
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from .config import AppConfig
@@ -52,6 +53,7 @@ def serve(config: AppConfig) -> int:
 
     import uvicorn
 
+    from .embeddings.launch import config_problem, start_embedding_engine
     from .engine.async_engine import AsyncEngine
     from .server.app import create_app
 
@@ -59,28 +61,49 @@ def serve(config: AppConfig) -> int:
     if config.model.chat_template_file and not Path(config.model.chat_template_file).is_file():
         log.error("--chat-template: no such file: %s", config.model.chat_template_file)
         return 2
-    engine = AsyncEngine(_loader(config), config.engine, model_id(config)).start()
-    app = create_app(lambda: engine if engine.ready else None, config, health=engine.health)
+    if problem := config_problem(config):
+        log.error("cannot serve: %s", problem)
+        return 2
+    generation = not config.model.embedding  # llama-server's --embedding: embeddings only
+    embedder = start_embedding_engine(config)
+    engine = (AsyncEngine(_loader(config), config.engine, model_id(config)).start()
+              if generation else None)
+    engines = [e for e in (engine, embedder) if e is not None]
+    app = create_app(lambda: engine if engine is not None and engine.ready else None, config,
+                     health=partial(_health, engines), generation=generation,
+                     embeddings=None if embedder is None else
+                     (lambda: embedder if embedder.ready else None))
     server = _server_class()(uvicorn.Config(app, host=config.server.host, port=config.server.port,
                                     log_config=None, timeout_graceful_shutdown=8))
     failed = threading.Event()
-    threading.Thread(target=_exit_on_load_failure, args=(engine, server, failed), daemon=True).start()
+    threading.Thread(target=_exit_on_load_failure, args=(engines, server, failed), daemon=True).start()
     server.run()
-    engine.shutdown()
+    for e in engines:
+        e.shutdown()
     return 1 if failed.is_set() else 0
 
 
-def _exit_on_load_failure(engine, server, failed) -> None:
+def _health(engines):
+    """The first engine that is not ok (a chat and an embedding model are served together)."""
+    for engine in engines:
+        health = engine.health()
+        if not health.ok:
+            return health
+    return engines[0].health()
+
+
+def _exit_on_load_failure(engines, server, failed) -> None:
     """A model that cannot load is fatal: say why and exit non-zero, as llama-server does."""
     import time
 
-    while not engine.ready:
-        health = engine.health()
-        if health.status == "error":
-            log.error("cannot serve: %s", health.detail)
-            failed.set()
-            server.should_exit = True
-            return
+    while not all(e.ready for e in engines):
+        for engine in engines:
+            health = engine.health()
+            if health.status == "error":
+                log.error("cannot serve: %s", health.detail)
+                failed.set()
+                server.should_exit = True
+                return
         time.sleep(0.1)
 
 

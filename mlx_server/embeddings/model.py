@@ -63,13 +63,6 @@ class EmbeddingModel:
         vecs = normalize(pool(hidden, mask_mx, mx.array(lengths), self.pooling))
         return np.array(vecs, dtype=np.float32)
 
-    def allows_dimensions(self, n: int) -> bool:
-        if n == self.dim:
-            return True
-        if self.matryoshka_dims is None:
-            return False
-        return 0 < n < self.dim if not self.matryoshka_dims else n in self.matryoshka_dims
-
 
 def load_embedding_model(
     path: Path, pooling: str | None = None, dtype: str = "auto", max_length: int | None = None,

@@ -19,8 +19,8 @@ POOLINGS: tuple[str, ...] = ("mean", "cls", "last", "max", "mean_sqrt_len")
 _ST_MODES = {"mean": "mean", "cls": "cls", "lasttoken": "last", "max": "max",
              "mean_sqrt_len_tokens": "mean_sqrt_len"}
 _ST_LEGACY = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-              "pooling_mode_lasttoken": "last", "pooling_mode_max_tokens": "max",
-              "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+              "pooling_mode_lasttoken": "lasttoken", "pooling_mode_max_tokens": "max",
+              "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
               "pooling_mode_weightedmean_tokens": "weightedmean"}
 
 
@@ -52,7 +52,7 @@ def model_pooling(folder: Path) -> Pooling | None:
     assert isinstance(cfg, dict)
     modes = cfg.get("pooling_mode")
     if modes is None:
-        modes = [_ST_LEGACY.get(k, k) for k, on in cfg.items() if k in _ST_LEGACY and on]
+        modes = [_ST_LEGACY[k] for k, on in cfg.items() if k in _ST_LEGACY and on]
     modes = [modes] if isinstance(modes, str) else list(modes)
     if len(modes) != 1 or modes[0] not in _ST_MODES:
         raise PoolingConfigError(f"{pdir / 'config.json'}: pooling {modes} is not supported "

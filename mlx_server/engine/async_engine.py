@@ -21,6 +21,7 @@ from .types import (
     Health,
     ModelInfo,
     ModelLoadError,
+    SlotInfo,
     TemplateError,
 )
 
@@ -145,7 +146,11 @@ class AsyncEngine:
             except RuntimeError:  # the client's loop is gone; the abort below cleans up
                 pass
 
-        self.core.submit(request, emit)
+        matcher = None
+        if request.sampling.grammar is not None:  # compiling drops the GIL; keep it off the loop
+            matcher = await loop.run_in_executor(
+                None, self.core.grammars.compile, request.sampling.grammar)
+        self.core.submit(request, emit, matcher)
         self._wake.set()
         done = False
         try:
@@ -177,6 +182,10 @@ class AsyncEngine:
         if self._core is None:
             return {"state": self._state}
         return {"state": self._state, **self._core.stats()}
+
+    def slots(self) -> list[SlotInfo]:
+        running = {s.id: s for s in self._core.slots()} if self._core is not None else {}
+        return [running.get(i, SlotInfo(i)) for i in range(self._config.max_slots)]
 
 
 def _model_info(model_id: str, loaded: LoadedModel, config: EngineConfig) -> ModelInfo:

@@ -20,6 +20,7 @@ from ..config import EngineConfig
 from .kv_budget import KVBudget
 from .loader import LoadedModel
 from .prefix_cache import PrefixCache
+from .constrained import GrammarCompiler, OutputControl
 from .sampling import make_processors, make_sampler
 from .sequence import Emit, Sequence
 from .types import (
@@ -28,6 +29,7 @@ from .types import (
     InvalidRequestError,
     PromptTooLongError,
     QueueFullError,
+    SlotInfo,
 )
 
 log = logging.getLogger("mlx_server.engine")
@@ -48,12 +50,17 @@ class EngineCore:
         self.tok = loaded.tokenizer
         self.budget = KVBudget.measure(loaded.model, config.cache_bytes)
         self.prefix = PrefixCache(self.budget.total if config.enable_prefix_cache else 0)
+        # MLX keeps freed buffers for reuse; unbounded, that pool looks like a leak.
+        mx.set_cache_limit(max(256 << 20, self.budget.total // 4))
+        self.grammars = GrammarCompiler(self.tok._tokenizer, loaded.eos_ids, loaded.vocab_size,
+                                        loaded.path / "tokenizer.json")
         self.gen = self._new_generator()
         self._lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
         self._aborts: set[str] = set()
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}
+        self._slot_of: dict[int, int] = {}  # generator uid -> slot id, for /slots
         self.counters = {"steps": 0, "decode_steps": 0, "busy_slot_steps": 0,
                          "prompt_tokens": 0, "generated_tokens": 0, "requests": 0}
 
@@ -71,7 +78,8 @@ class EngineCore:
         self.gen = self._new_generator()
 
     # -- called from any thread -------------------------------------------------
-    def submit(self, request: GenerationRequest, emit: Emit) -> None:
+    def submit(self, request: GenerationRequest, emit: Emit, matcher: Any = None) -> None:
+        """`matcher`: the request's compiled grammar (`self.grammars.compile`), if it has one."""
         n = len(request.prompt_tokens)
         ctx = self.loaded.ctx_size
         if n == 0:
@@ -87,6 +95,9 @@ class EngineCore:
             )
         make_processors(request.sampling, self.loaded.vocab_size)  # validates logit_bias
         seq = Sequence(request, emit, self.tok, max_tokens, reserved_bytes=need)
+        if matcher is not None or request.sampling.thought is not None:
+            seq.control = OutputControl(request.sampling, matcher, self.loaded.vocab_size,
+                                        request.request_id)
         with self._lock:
             if len(self.waiting) + len(self._inbox) >= self.config.max_queue:
                 raise QueueFullError()
@@ -180,7 +191,9 @@ class EngineCore:
         if self.config.enable_prefix_cache:
             cache, reused = self.prefix.lookup(prompt, max_reuse=len(prompt) - 1)
         sp = seq.request.sampling
-        stops = [] if sp.ignore_eos else [[t] for t in self.loaded.eos_ids]
+        # A grammar allows EOS only once it is complete, and then only EOS: it must stop.
+        keep_eos = not sp.ignore_eos or sp.grammar is not None
+        stops = [[t] for t in self.loaded.eos_ids] if keep_eos else []
         stops += [[t] for t in sp.stop_token_ids]
         cut = len(prompt) - SNAPSHOT_MARGIN
         if self.config.enable_prefix_cache and cut >= MIN_SNAPSHOT_TOKENS and cut > reused:
@@ -193,11 +206,13 @@ class EngineCore:
             caches=[cache] if cache is not None else None,
             all_tokens=[prompt[:reused]],
             samplers=[make_sampler(sp)],
-            logits_processors=[make_processors(sp, self.loaded.vocab_size)],
+            logits_processors=[make_processors(sp, self.loaded.vocab_size)
+                               + ([seq.control] if seq.control is not None else [])],
             stop_sequences=[StopSequences(stops or None)],
         )
         seq.uid, seq.cached_tokens, seq.t_admit = uid, reused, time.perf_counter()
         self.running[uid] = seq
+        self._assign_slot(uid)
         self.counters["requests"] += 1
         self.counters["prompt_tokens"] += len(prompt) - reused
 
@@ -215,7 +230,15 @@ class EngineCore:
         seq = self.running.get(r.uid)
         if seq is None:
             return
-        seq.on_token(r.token, r.logprobs, r.finish_reason)
+        try:
+            seq.on_token(r.token, r.logprobs, r.finish_reason)
+        except Exception as e:  # this sequence's text handling broke: end it alone
+            log.exception("sequence %s failed", seq.request_id)
+            if r.finish_reason is None:
+                self._release(r.uid, keep_cache=False)
+            self.running.pop(r.uid, None)
+            seq.emit_output("", finish="error", error=f"{type(e).__name__}: {e}")
+            return
         if r.finish_reason is not None:
             self.running.pop(r.uid, None)
             if self.config.enable_prefix_cache and r.prompt_cache is not None:
@@ -241,6 +264,19 @@ class EngineCore:
                 pass
         self.running.clear()
         self.waiting.clear()
+
+    def _assign_slot(self, uid: int) -> None:
+        """The lowest slot id no running sequence holds (entries of finished ones are dropped)."""
+        self._slot_of = {u: i for u, i in self._slot_of.items() if u in self.running}
+        taken = set(self._slot_of.values())
+        self._slot_of[uid] = next(i for i in range(len(self.running) + 1) if i not in taken)
+
+    def slots(self) -> list[SlotInfo]:
+        """Running sequences by slot; any thread (copies are taken under the GIL)."""
+        running, slot_of = dict(self.running), dict(self._slot_of)
+        return sorted((SlotInfo(slot_of.get(uid, -1), s.request_id, len(s.request.prompt_tokens),
+                                s.cached_tokens, s.completion_tokens, s.max_tokens)
+                       for uid, s in running.items()), key=lambda x: x.id)
 
     def stats(self) -> dict[str, Any]:
         p = self.prefix.stats

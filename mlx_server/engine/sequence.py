@@ -24,6 +24,7 @@ class Sequence:
     tokenizer: Any
     max_tokens: int
     reserved_bytes: int = 0
+    control: Any = None  # the grammar/thought logits processor (engine/constrained.py)
     uid: int | None = None
     cached_tokens: int = 0
     snapshot_at: int | None = None

@@ -14,6 +14,32 @@ FinishReason = Literal["stop", "length", "abort", "error", "timeout"]
 
 
 @dataclass(frozen=True)
+class Grammar:
+    """A constraint on the generated text, enforced token by token (engine/constrained.py).
+
+    kind "json_schema": `source` is a JSON schema (a dict). kind "lark": `source` is a
+    grammar in llguidance's Lark dialect, which embeds JSON schemas as `%json{...}`.
+    """
+
+    kind: Literal["json_schema", "lark"]
+    source: Any
+
+
+@dataclass(frozen=True)
+class ThoughtControl:
+    """Where a model's thought starts and ends, as token ids.
+
+    The engine keeps grammars out of the thought and, with `budget`, forces `end_ids`
+    after that many thinking tokens. `prefilled`: the prompt already opened the thought.
+    """
+
+    start_ids: tuple[int, ...]
+    end_ids: tuple[int, ...]
+    prefilled: bool = False
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to pick each next token. Defaults are OpenAI's."""
 
@@ -32,6 +58,8 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    grammar: Grammar | None = None
+    thought: ThoughtControl | None = None
 
     def replace(self, **changes: Any) -> "SamplingParams":
         return dataclasses.replace(self, **changes)
@@ -104,6 +132,22 @@ class Health:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class SlotInfo:
+    """One decoding slot, as /slots shows it: idle (`request_id` None) or running a sequence."""
+
+    id: int
+    request_id: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache
+    generated_tokens: int = 0
+    max_tokens: int = 0
+
+    @property
+    def is_processing(self) -> bool:
+        return self.request_id is not None
+
+
 class EngineError(Exception):
     """Base for errors the engine reports to callers (the HTTP layer maps them to statuses)."""
 
@@ -169,6 +213,63 @@ class EngineClient(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]: ...
 
     async def abort(self, request_id: str) -> None: ...
+
+    def health(self) -> Health: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def slots(self) -> list[SlotInfo]:
+        """Every slot, idle ones included, in id order."""
+        ...
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+@dataclass(frozen=True)
+class EmbeddingModelInfo:
+    """What an embedding model serves; read by /v1/embeddings and /v1/models."""
+
+    id: str
+    path: str
+    created: int
+    dim: int
+    max_length: int  # tokens per input, special tokens included
+    vocab_size: int
+    pooling: str
+    # Sizes a Matryoshka model may be cut to: None (not one) only `dim`, () any size.
+    matryoshka_dims: tuple[int, ...] | None = None
+    dtype: str = ""
+
+    def allows_dimensions(self, n: int) -> bool:
+        if n == self.dim:
+            return True
+        if self.matryoshka_dims is None:
+            return False
+        return n in self.matryoshka_dims if self.matryoshka_dims else 0 < n < self.dim
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Token sequences to embed, each already within `max_length`; one vector comes back
+    per sequence, cut to `dimensions` and renormalized when that is set."""
+
+    request_id: str
+    inputs: tuple[tuple[int, ...], ...]
+    dimensions: int | None = None
+
+
+class EmbeddingClient(Protocol):
+    """What the HTTP layer uses to reach an embedding model."""
+
+    @property
+    def embedding_info(self) -> EmbeddingModelInfo: ...
+
+    def tokenize(self, texts: Sequence[str], truncate: bool = False) -> list[list[int]]: ...
+
+    async def embed(self, request: EmbeddingRequest) -> Sequence[Sequence[float]]:
+        """Unit-length float32 rows (a numpy array), one per input."""
+        ...
 
     def health(self) -> Health: ...
 

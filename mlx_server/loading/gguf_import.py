@@ -10,7 +10,6 @@ import json
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +92,7 @@ def build_model_folder(
     spec = arch_spec(gguf)
     config = {"model_type": spec.model_type, **spec.build_config(Meta(gguf))}
     check_layout(gguf, spec, config)
-    # The tokenizer is mostly pure Python and the weights mostly numpy/mlx (GIL released),
-    # so building both at once saves a few seconds on a large vocabulary.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(build_tokenizer, gguf)
-        write_weights(gguf, spec, config, out_dir, dtype, progress, max_shard_bytes)
-        tok = pending.result()
+    tok = build_tokenizer(gguf)
     template, end_of_turn = _chat_template(gguf, tok)
     eos_ids = _eos_ids(gguf, tok, end_of_turn)
     config.update(_config_header(spec, dtype, tok, eos_ids))
@@ -107,6 +101,7 @@ def build_model_folder(
     tok.tokenizer.save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(tok, template, config))
     _write_json(out_dir / "special_tokens_map.json", _special_tokens_map(tok))
+    write_weights(gguf, spec, config, out_dir, dtype, progress, max_shard_bytes)
 
 
 def _chat_template(gguf: GGUFFile, tok: GGUFTokenizer) -> tuple[str | None, tuple[str, ...]]:

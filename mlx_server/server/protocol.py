@@ -207,6 +207,21 @@ class Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
+class Timings(BaseModel):
+    """llama-server's per-response timings: cached and processed prompt tokens, then the
+    generated ones, with their times in milliseconds."""
+
+    cache_n: int
+    prompt_n: int
+    prompt_ms: float
+    prompt_per_token_ms: float
+    prompt_per_second: float
+    predicted_n: int
+    predicted_ms: float
+    predicted_per_token_ms: float
+    predicted_per_second: float
+
+
 class TopLogprob(BaseModel):
     token: str
     logprob: float
@@ -230,10 +245,26 @@ class ChatLogprobs(BaseModel):
 ChatFinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 
+class ResponseFunction(BaseModel):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ResponseFunction
+
+
 class ResponseMessage(BaseModel):
     content: str | None
     refusal: str | None = None
     role: Literal["assistant"] = "assistant"
+    tool_calls: list[ResponseToolCall] | None = omitted_if_none()
+    # Not OpenAI's: the model's thought (DeepSeek's name), and its copy under `reasoning`
+    # for clients that read that name (`--mirror-reasoning-field`).
+    reasoning_content: str | None = omitted_if_none()
+    reasoning: str | None = omitted_if_none()
 
 
 class ChatChoice(BaseModel):
@@ -251,11 +282,29 @@ class ChatCompletionResponse(BaseModel):
     object: Literal["chat.completion"] = "chat.completion"
     system_fingerprint: str
     usage: Usage
+    timings: Timings | None = omitted_if_none()  # llama-server's
+
+
+class DeltaFunction(BaseModel):
+    name: str | None = omitted_if_none()
+    arguments: str = ""
+
+
+class DeltaToolCall(BaseModel):
+    """The first delta of a call carries id, type and name; later ones argument text."""
+
+    index: int
+    id: str | None = omitted_if_none()
+    type: Literal["function"] | None = omitted_if_none()
+    function: DeltaFunction
 
 
 class ChatDelta(BaseModel):
     content: str | None = omitted_if_none()
     role: Literal["assistant"] | None = omitted_if_none()
+    tool_calls: list[DeltaToolCall] | None = omitted_if_none()
+    reasoning_content: str | None = omitted_if_none()
+    reasoning: str | None = omitted_if_none()
 
 
 class ChatChunkChoice(BaseModel):
@@ -273,6 +322,7 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     system_fingerprint: str
     usage: Usage | None = omitted_if_none()
+    timings: Timings | None = omitted_if_none()  # llama-server's, on the last chunk
 
 
 # ---------------------------------------------------------------- completions responses
@@ -303,6 +353,40 @@ class CompletionResponse(BaseModel):
     object: Literal["text_completion"] = "text_completion"
     system_fingerprint: str
     usage: Usage | None = omitted_if_none()
+    timings: Timings | None = omitted_if_none()  # llama-server's, on the last chunk
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+class EmbeddingRequest(_Request):
+    """POST /v1/embeddings."""
+
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    encoding_format: Literal["float", "base64"] | None = None
+    user: str | None = None
+    # Extension (text-embeddings-inference's name): cut over-long inputs instead of a 400.
+    truncate: bool | None = None
+
+
+class Embedding(BaseModel):
+    embedding: list[float] | str  # base64 of little-endian float32 with encoding_format=base64
+    index: int
+    object: Literal["embedding"] = "embedding"
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    data: list[Embedding]
+    model: str
+    object: Literal["list"] = "list"
+    usage: EmbeddingUsage
 
 
 # ---------------------------------------------------------------- models and errors
@@ -329,3 +413,34 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# ---------------------------------------------------------------- llama-server endpoints
+
+
+class TokenizeRequest(_Request):
+    """POST /tokenize."""
+
+    content: str
+    add_special: bool = False
+    parse_special: bool = True  # accepted; special-token text is always parsed
+    with_pieces: bool = False
+
+
+class TokenPiece(BaseModel):
+    id: int
+    piece: str | list[int]  # the bytes when they are not valid UTF-8 on their own
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int] | list[TokenPiece]
+
+
+class DetokenizeRequest(_Request):
+    """POST /detokenize."""
+
+    tokens: list[int]
+
+
+class DetokenizeResponse(BaseModel):
+    content: str

@@ -201,3 +201,78 @@ async def test_health_ok_and_stats(llama):
     assert llama.health().ok
     s = llama.stats()
     assert s["slots_total"] == 8 and s["kv_budget_bytes"] > 0
+
+
+async def test_health_reports_wedged_loop(tiny_llama_dir):
+    """A step that never returns turns health non-ok; it recovers once the loop moves again."""
+    import threading
+
+    eng = make_engine(tiny_llama_dir, wedge_timeout_s=0.3)
+    release = threading.Event()
+    real_step = eng.core.step
+
+    def stuck_step():
+        release.wait(10)
+        real_step()
+
+    eng.core.step = stuck_step
+    try:
+        task = asyncio.create_task(run(eng, "Hello", n=2))
+        await asyncio.sleep(0.8)
+        h = eng.health()
+        assert not h.ok and h.status == "wedged"
+        release.set()
+        await task
+        await asyncio.sleep(0.1)
+        assert eng.health().ok
+    finally:
+        release.set()
+        eng.shutdown()
+
+
+async def test_failing_step_ends_only_that_batch_and_engine_recovers(tiny_llama_dir):
+    eng = make_engine(tiny_llama_dir)
+    real = eng.core.gen._next
+    calls = {"n": 0}
+
+    def boom():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("injected")
+        return real()
+
+    eng.core.gen._next = boom
+    try:
+        _, outs = await run(eng, "Hello", n=8)
+        assert outs[-1].finish_reason == "error"
+        text, outs = await run(eng, "Hello", n=4)  # a fresh generator serves the next request
+        assert outs[-1].finish_reason == "length"
+    finally:
+        eng.shutdown()
+
+
+async def test_one_failing_sequence_does_not_hurt_the_others(llama):
+    """An exception inside one request's generation ends that request only."""
+    from mlx_server.engine import sequence as seqmod
+
+    real = seqmod.Sequence.on_token
+
+    def on_token(self, token, logprobs, finish):
+        if self.request.request_id.startswith("bad"):
+            raise ValueError("injected fault")
+        return real(self, token, logprobs, finish)
+
+    seqmod.Sequence.on_token = on_token
+    try:
+        ids = llama.render_chat([{"role": "user", "content": "Hello"}])
+        bad = GenerationRequest("bad-1", ids, SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))
+
+        async def run_bad():
+            return [o async for o in llama.generate(bad)]
+
+        good_alone, _ = await run(llama, "Hello", n=8)
+        bad_outs, (good_text, good_outs) = await asyncio.gather(run_bad(), run(llama, "Hello", n=8))
+        assert bad_outs[-1].finish_reason == "error" and "injected" in bad_outs[-1].error
+        assert good_outs[-1].finish_reason == "length" and good_text == good_alone
+    finally:
+        seqmod.Sequence.on_token = real

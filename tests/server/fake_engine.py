@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlx_server.engine.types import (
@@ -23,8 +23,12 @@ from mlx_server.engine.types import (
     ModelInfo,
     PromptTooLongError,
     TemplateError,
+    SlotInfo,
     TokenLogprob,
 )
+
+# The times every output reports, so timings and metrics have known values.
+QUEUE_S, PROMPT_S, DECODE_S_PER_TOKEN = 0.001, 0.02, 0.01
 
 SCRIPT = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
 
@@ -49,6 +53,13 @@ class FakeEngine:
     _vocab: dict[str, int] = field(default_factory=dict)
     _words: dict[int, str] = field(default_factory=dict)
     _seen_prompts: list[tuple[int, ...]] = field(default_factory=list)
+    # For /slots, /metrics and shutdown drains: sequences running, aborts asked for, and
+    # engine-wide counters shaped like the real engine's stats().
+    running: dict[str, SlotInfo] = field(default_factory=dict)
+    abort_requested: set[str] = field(default_factory=set)
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys((
+        "steps", "decode_steps", "busy_slot_steps", "prefix_cache_queried_tokens",
+        "prefix_cache_hit_tokens"), 0))
 
     @property
     def model_info(self) -> ModelInfo:
@@ -96,6 +107,8 @@ class FakeEngine:
                 k += 1
             best = max(best, k)
         self._seen_prompts.append(prompt)
+        self.counters["prefix_cache_queried_tokens"] += len(prompt)
+        self.counters["prefix_cache_hit_tokens"] += min(best, len(prompt) - 1)
         return min(best, len(prompt) - 1)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
@@ -107,13 +120,27 @@ class FakeEngine:
         self.requests.append(request)
         cached = self._cached(prompt)
         done = False
+        slot = SlotInfo(self._free_slot(), request.request_id, len(prompt), cached, 0,
+                        request.sampling.max_tokens)
+        self.running[request.request_id] = slot
         try:
             async for out in self._outputs(request, len(prompt), cached):
                 done = out.finish_reason is not None
+                self.running[request.request_id] = replace(
+                    slot, generated_tokens=out.completion_tokens)
+                if out.token_ids:
+                    self.counters["steps"] += 1
+                    self.counters["decode_steps"] += 1
+                    self.counters["busy_slot_steps"] += len(self.running)
                 yield out
         finally:
             # Runs on aclose() and on cancellation alike: an unfinished sequence is aborted.
             (self.finished if done else self.aborted).add(request.request_id)
+            self.running.pop(request.request_id, None)
+
+    def _free_slot(self) -> int:
+        taken = {s.id for s in self.running.values()}
+        return next(i for i in range(len(self.running) + 1) if i not in taken)
 
     async def _outputs(self, request: GenerationRequest, prompt_len: int, cached: int
                        ) -> AsyncIterator[GenerationOutput]:
@@ -126,6 +153,9 @@ class FakeEngine:
                 await asyncio.sleep(self.delay_s)
             else:
                 await asyncio.sleep(0)
+            if request.request_id in self.abort_requested:
+                yield self._out(request, "", (), "abort", count, counts)
+                return
             if self.raise_after is not None and count >= self.raise_after:
                 raise EngineError("the fake engine broke")
             if self.fail_after is not None and count >= self.fail_after:
@@ -169,9 +199,11 @@ class FakeEngine:
              ) -> GenerationOutput:
         return GenerationOutput(
             request_id=request.request_id, text=text, token_ids=tokens, finish_reason=finish,
-            logprobs=logprobs, completion_tokens=count, error=error, **counts)
+            logprobs=logprobs, completion_tokens=count, error=error, queue_s=QUEUE_S,
+            prompt_s=PROMPT_S, decode_s=DECODE_S_PER_TOKEN * max(0, count - 1), **counts)
 
     async def abort(self, request_id: str) -> None:
+        self.abort_requested.add(request_id)
         if request_id not in self.finished:
             self.aborted.add(request_id)
 
@@ -179,7 +211,12 @@ class FakeEngine:
         return self.state
 
     def stats(self) -> dict[str, Any]:
-        return {"requests": len(self.requests), "time": time.time()}
+        return {"requests": len(self.requests), "time": time.time(), "slots_total": 4,
+                "slots_busy": len(self.running), "queue": 0, **self.counters}
+
+    def slots(self) -> list[SlotInfo]:
+        by_id = {s.id: s for s in self.running.values()}
+        return [by_id.get(i, SlotInfo(i)) for i in range(4)]
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

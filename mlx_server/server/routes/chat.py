@@ -39,6 +39,7 @@ from mlx_server.server.protocol import (
     ChatCompletionResponse,
     ChatDelta,
     ResponseMessage,
+    Timings,
     Usage,
 )
 from mlx_server.server.routes.common import (
@@ -52,6 +53,7 @@ from mlx_server.server.routes.common import (
 from mlx_server.server.routes.streaming import stream_error_events
 from mlx_server.server.sampling import per_choice, resolve_max_tokens, sampling_params
 from mlx_server.server.state import ready_engine, request_id
+from mlx_server.server.timings import timings
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -109,6 +111,7 @@ async def _complete(
         id=meta.id, choices=choices, created=meta.created, model=meta.model,
         system_fingerprint=meta.system_fingerprint,
         usage=usage([r.final for r in results if r.final is not None], len(results)),
+        timings=timings([r.final for r in results]),
     )
     return json_response(body)
 
@@ -131,11 +134,11 @@ async def _stream(
     return sse.EventStreamResponse(events, on_close=partial(close_all, streams))
 
 
-def _chunk(meta: ResponseMeta, choices: list[ChatChunkChoice], usage: Usage | None = None
-           ) -> bytes:
+def _chunk(meta: ResponseMeta, choices: list[ChatChunkChoice], usage: Usage | None = None,
+           timings: Timings | None = None) -> bytes:
     return sse.event(ChatCompletionChunk(
         id=meta.id, choices=choices, created=meta.created, model=meta.model,
-        system_fingerprint=meta.system_fingerprint, usage=usage))
+        system_fingerprint=meta.system_fingerprint, usage=usage, timings=timings))
 
 
 async def _events(
@@ -157,7 +160,8 @@ async def _events(
                     check_finish(out)
                     finals[i] = out
                     yield _chunk(meta, [ChatChunkChoice(
-                        delta=ChatDelta(), finish_reason=finish_reason(out), index=i)])
+                        delta=ChatDelta(), finish_reason=finish_reason(out), index=i)],
+                        timings=timings(finals) if all(finals) else None)
         if include_usage:
             yield _chunk(meta, [], usage=usage([f for f in finals if f], len(finals)))
     if errors.event is not None:

@@ -40,6 +40,7 @@ from mlx_server.server.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    Timings,
     Usage,
 )
 from mlx_server.server.routes.common import (
@@ -52,6 +53,7 @@ from mlx_server.server.routes.common import (
 )
 from mlx_server.server.routes.streaming import stream_error_events
 from mlx_server.server.sampling import per_choice, resolve_max_tokens, sampling_params
+from mlx_server.server.timings import timings
 from mlx_server.server.state import ready_engine
 
 router = APIRouter()
@@ -130,11 +132,12 @@ class _View:
             return None
         return completion_logprobs(items, self.logprobs, offset)
 
-    def response(self, choices: list[CompletionChoice], usage: Usage | None = None
-                 ) -> CompletionResponse:
+    def response(self, choices: list[CompletionChoice], usage: Usage | None = None,
+                 timings: Timings | None = None) -> CompletionResponse:
         m = self.meta
         return CompletionResponse(id=m.id, choices=choices, created=m.created, model=m.model,
-                                  system_fingerprint=m.system_fingerprint, usage=usage)
+                                  system_fingerprint=m.system_fingerprint, usage=usage,
+                                  timings=timings)
 
 
 async def _open(engine: EngineClient, gen_requests: list[GenerationRequest]) -> list[EngineStream]:
@@ -163,7 +166,8 @@ async def _complete(
         if r.final is not None
     ]
     finals = [r.final for r in results if r.final is not None]
-    return json_response(view.response(choices, usage=usage(finals, view.n)))
+    return json_response(view.response(choices, usage=usage(finals, view.n),
+                                       timings=timings(finals)))
 
 
 async def _events(
@@ -184,7 +188,8 @@ async def _events(
                     finals[i] = out
                 yield sse.event(view.response([CompletionChoice(
                     finish_reason=finish_reason(out) if out.finish_reason else None, index=i,
-                    logprobs=view.logprobs_for(out.logprobs, offsets[i]), text=out.text)]))
+                    logprobs=view.logprobs_for(out.logprobs, offsets[i]), text=out.text)],
+                    timings=timings(finals) if out.finish_reason and all(finals) else None))
                 offsets[i] += len(out.text)
         if include_usage:
             yield sse.event(view.response([], usage=usage([f for f in finals if f], view.n)))
