@@ -154,8 +154,11 @@ def _engine_flags(e: argparse._ArgumentGroup) -> None:
 
 
 def _tool_flags(t: argparse._ArgumentGroup) -> None:
-    t.add_argument("--tool-call-format",
-                   help="tool-call parser name (default: inferred from the chat template)")
+    from .parsing.tool_parsers import tool_parser_names
+
+    t.add_argument("--tool-call-format", metavar="NAME",
+                   help="tool-call format, one of: " + ", ".join(tool_parser_names())
+                   + " (default: inferred from the chat template)")
     t.add_argument("-rea", "--reasoning", default="auto",
                    help="on, off, auto, or a reasoning parser name (default: auto)")
     t.add_argument("--reasoning-format", help="llama-server's: none, deepseek, deepseek-legacy, auto")
@@ -164,6 +167,8 @@ def _tool_flags(t: argparse._ArgumentGroup) -> None:
     t.add_argument("--reasoning-budget-message",
                    help="text injected when the reasoning budget runs out")
     t.add_argument("--chat-template-kwargs", help="JSON object of extra chat-template variables")
+    t.add_argument("--mirror-reasoning-field", action="store_true",
+                   help="also send the thought as `reasoning`, beside `reasoning_content`")
 
 
 def _log_flags(lg: argparse._ArgumentGroup) -> None:
@@ -276,6 +281,7 @@ def _tool_config(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> Too
     return ToolConfig(
         tool_call_format=fmt, reasoning=ns.reasoning, reasoning_format=ns.reasoning_format,
         reasoning_budget=ns.reasoning_budget, reasoning_budget_message=ns.reasoning_budget_message,
+        mirror_reasoning=ns.mirror_reasoning_field,
         chat_template_kwargs=_template_kwargs(parser, ns.chat_template_kwargs),
     )
 

@@ -64,6 +64,8 @@ class ToolConfig:
     reasoning_format: str | None = None  # llama-server's `--reasoning-format` (none, deepseek, ...)
     reasoning_budget: int = -1  # thinking tokens allowed; -1 unlimited, 0 disables thinking
     reasoning_budget_message: str | None = None
+    # Also send the thought as `reasoning` (beside `reasoning_content`), for clients that read it.
+    mirror_reasoning: bool = False
     # Defaults for every request's template kwargs (`--chat-template-kwargs '{...}'`).
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=_empty)
 

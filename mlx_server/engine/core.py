@@ -51,7 +51,7 @@ class EngineCore:
         self.budget = KVBudget.measure(loaded.model, config.cache_bytes)
         self.prefix = PrefixCache(self.budget.total if config.enable_prefix_cache else 0)
         # MLX keeps freed buffers for reuse; unbounded, that pool looks like a leak.
-        mx.set_cache_limit(max(256 << 20, self.budget.total // 4))
+        mx.set_cache_limit(max(128 << 20, self.budget.total // 4))
         self.grammars = GrammarCompiler(self.tok._tokenizer, loaded.eos_ids, loaded.vocab_size,
                                         loaded.path / "tokenizer.json")
         self.gen = self._new_generator()

@@ -28,6 +28,8 @@ def _message(i: int, m: ChatMessage) -> dict[str, Any]:
         raise invalid(f"Missing required parameter: 'messages.{i}.content'.",
                       f"messages.{i}.content", "missing_required_parameter")
     out: dict[str, Any] = dict(m.model_extra or {})  # e.g. reasoning_content, which templates use
+    if isinstance(out.get("reasoning"), str):  # the other name clients send a thought under
+        out.setdefault("reasoning_content", out["reasoning"])
     out["role"] = "system" if m.role == "developer" else m.role
     out["content"] = _text(i, m.content)
     if m.name is not None:
@@ -78,11 +80,7 @@ def _tool_call(param: str, call: ToolCall) -> dict[str, Any]:
 def template_inputs(
     req: ChatCompletionRequest,
 ) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-    """The tools the template should see and its extra kwargs; rejects what we cannot honor.
-
-    Tool calls are not parsed out of the output yet, so only `tool_choice` "auto" (the
-    template may describe the tools) and "none" (it does not) are accepted.
-    """
+    """The tools the template should see and its extra kwargs; rejects what we cannot honor."""
     _reject_unsupported(req)
     tools = None
     if req.tools and req.tool_choice != "none":
@@ -94,10 +92,12 @@ def template_inputs(
 
 
 def _reject_unsupported(req: ChatCompletionRequest) -> None:
-    if req.response_format is not None and req.response_format.type != "text":
-        raise not_supported("response_format", f"response_format '{req.response_format.type}'")
-    if req.tool_choice not in (None, "auto", "none"):
-        raise not_supported("tool_choice", "tool_choice other than 'auto' or 'none'")
+    choice = req.tool_choice
+    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+        raise invalid(f"Invalid value for 'tool_choice': {choice!r}; expected 'none', 'auto', "
+                      "'required' or a named function.", "tool_choice")
+    if choice not in (None, "auto", "none") and not req.tools:
+        raise invalid("Invalid value for 'tool_choice': it requires 'tools'.", "tool_choice")
     for i, tool in enumerate(req.tools or []):
         if tool.type != "function" or tool.function is None:
             raise not_supported(f"tools.{i}", "Tools other than functions")

@@ -16,7 +16,8 @@ from mlx_server.server.structured import GENERIC_SEPARATOR
 
 
 def template_supports_tools(template: str | None) -> bool:
-    return bool(template) and "tools" in str(template)
+    """Unknown (None) counts as yes: whoever renders without a template handles tools."""
+    return template is None or "tools" in template
 
 
 def tools_message(tools: Sequence[Mapping[str, Any]]) -> str:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def soak_server(tmp_path_factory):
     # A small KV budget so the prefix cache fills, and starts evicting, within the test.
-    srv = start_server(tmp_path_factory, "--max-slots", "4", "--cache-bytes", str(160 << 20))
+    srv = start_server(tmp_path_factory, "--max-slots", "4", "--cache-bytes", str(32 << 20))
     yield srv
     srv.stop()
 
@@ -24,5 +24,6 @@ def test_short_soak_is_clean_and_flat(soak_server):
     s = out["summary"]
     print("soak summary:", s)
     assert out["samples"][-1]["requests"] >= 5
-    # After warm-up, resident memory may wobble but must not climb steadily.
-    assert s["rss_last"] - s["rss_first"] < 250, s
+    # After warm-up (the first half: buffers and caches fill), memory must not keep climbing.
+    mid = out["samples"][len(out["samples"]) // 2]["rss_mib"]
+    assert s["rss_last"] - mid < 150, s

@@ -89,9 +89,9 @@ def test_errors_reach_the_sdk_typed(sdk, live):
         sdk.chat.completions.create(model="m", messages=USER_HI, extra_body={"bogus": 1})
     assert bad.value.body["param"] == "bogus"
     with pytest.raises(openai.BadRequestError) as bad:
-        sdk.chat.completions.create(model="m", messages=USER_HI,
-                                    response_format={"type": "json_object"})
-    assert bad.value.body["param"] == "response_format"
+        sdk.chat.completions.create(model="m", messages=USER_HI, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": "not a schema"}})
+    assert bad.value.body["param"] == "response_format.json_schema.schema"
     live.engine = FakeEngine(raise_on_generate=QueueFullError(retry_after_s=2))
     with pytest.raises(openai.APIStatusError) as full:
         sdk.chat.completions.create(model="m", messages=USER_HI)

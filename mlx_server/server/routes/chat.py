@@ -29,6 +29,7 @@ from mlx_server.server.generation import (
     open_streams,
     usage,
 )
+from mlx_server.server.chat_output import ChatPlan, ChoiceOutput, plan_chat
 from mlx_server.server.logprobs import chat_logprobs
 from mlx_server.server.messages import normalize_messages, template_inputs
 from mlx_server.server.protocol import (
@@ -38,7 +39,7 @@ from mlx_server.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
-    ResponseMessage,
+    ChatFinishReason,
     Timings,
     Usage,
 )
@@ -52,7 +53,7 @@ from mlx_server.server.routes.common import (
 )
 from mlx_server.server.routes.streaming import stream_error_events
 from mlx_server.server.sampling import per_choice, resolve_max_tokens, sampling_params
-from mlx_server.server.state import ready_engine, request_id
+from mlx_server.server.state import ready_engine, request_id, server_state
 from mlx_server.server.timings import timings
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,13 @@ async def create_chat_completion(request: Request) -> Response:
     tools, template_kwargs = template_inputs(req)
     messages = normalize_messages(req.messages)
     try:
-        prompt = await tokenize_off_loop(engine.render_chat, messages, tools, template_kwargs)
         info = engine.model_info
+        plan = plan_chat(req, info, server_state(request).config.tools, messages, tools,
+                         template_kwargs, partial(engine.encode, add_special_tokens=False))
+        prompt = await tokenize_off_loop(engine.render_chat, plan.messages, plan.template_tools,
+                                         plan.template_kwargs)
+        plan.after_render(engine.decode(prompt[-8:]), partial(engine.encode,
+                                                              add_special_tokens=False))
         max_tokens = resolve_max_tokens(req.max_completion_tokens or req.max_tokens,
                                         len(prompt), info.ctx_size)
     except EngineError as exc:
@@ -76,6 +82,7 @@ async def create_chat_completion(request: Request) -> Response:
     top_n = req.top_logprobs or 0
     params = sampling_params(req, max_tokens=max_tokens, vocab_size=info.vocab_size,
                              top_logprobs=top_n if req.logprobs else None)
+    params = params.replace(grammar=plan.grammar, thought=plan.thought)
     n = req.n or 1
     meta = response_meta(engine, "chatcmpl")
     gen_requests = generation_requests(request, meta, [prompt] * n, per_choice(params, n))
@@ -83,30 +90,34 @@ async def create_chat_completion(request: Request) -> Response:
                  request_id(request), meta.id, len(prompt), n)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return await _stream(request, engine, gen_requests, meta, top_n, include_usage)
+        return await _stream(request, engine, gen_requests, meta, top_n, include_usage, plan)
     return await cancel_on_disconnect(
-        request, _complete(engine, gen_requests, meta, top_n, bool(req.logprobs)))
+        request, _complete(engine, gen_requests, meta, top_n, bool(req.logprobs), plan))
+
+
+def _finish(out: GenerationOutput, choice: ChoiceOutput) -> ChatFinishReason:
+    reason = finish_reason(out)
+    return "tool_calls" if choice.called and reason == "stop" else reason
 
 
 async def _complete(
     engine: EngineClient, gen_requests: list[GenerationRequest], meta: ResponseMeta,
-    top_n: int, logprobs: bool,
+    top_n: int, logprobs: bool, plan: ChatPlan,
 ) -> Response:
     streams = await _open(engine, gen_requests)
     try:
         results = await collect(streams)
     finally:
         await close_all(streams)
-    choices = [
-        ChatChoice(
-            finish_reason=finish_reason(r.final),
-            index=i,
-            logprobs=chat_logprobs(r.logprobs, top_n) if logprobs else None,
-            message=ResponseMessage(content=r.text),
-        )
-        for i, r in enumerate(results)
-        if r.final is not None
-    ]
+    choices = []
+    for i, r in enumerate(results):
+        if r.final is None:
+            continue
+        output = ChoiceOutput(plan, r.final.request_id)
+        message = output.message(r.text)
+        choices.append(ChatChoice(
+            finish_reason=_finish(r.final, output), index=i,
+            logprobs=chat_logprobs(r.logprobs, top_n) if logprobs else None, message=message))
     body = ChatCompletionResponse(
         id=meta.id, choices=choices, created=meta.created, model=meta.model,
         system_fingerprint=meta.system_fingerprint,
@@ -125,12 +136,13 @@ async def _open(engine: EngineClient, gen_requests: list[GenerationRequest]) -> 
 
 async def _stream(
     request: Request, engine: EngineClient, gen_requests: list[GenerationRequest],
-    meta: ResponseMeta, top_n: int, include_usage: bool,
+    meta: ResponseMeta, top_n: int, include_usage: bool, plan: ChatPlan,
 ) -> Response:
     # Start (and wait for the first output of) every choice before answering, so that
     # admission errors still get their proper status instead of a 200 with an error event.
     streams = await cancel_on_disconnect(request, _open(engine, gen_requests))
-    events = _events(streams, meta, top_n, include_usage, bool(gen_requests[0].sampling.logprobs))
+    events = _events(streams, meta, top_n, include_usage, bool(gen_requests[0].sampling.logprobs),
+                     [ChoiceOutput(plan, r.request_id) for r in gen_requests])
     return sse.EventStreamResponse(events, on_close=partial(close_all, streams))
 
 
@@ -143,24 +155,27 @@ def _chunk(meta: ResponseMeta, choices: list[ChatChunkChoice], usage: Usage | No
 
 async def _events(
     streams: list[EngineStream], meta: ResponseMeta, top_n: int, include_usage: bool,
-    logprobs: bool,
+    logprobs: bool, outputs: list[ChoiceOutput],
 ) -> AsyncIterator[bytes]:
     finals: list[GenerationOutput | None] = [None] * len(streams)
     async with stream_error_events(streams, "messages") as errors:
         for i in range(len(streams)):
             delta = ChatDelta(role="assistant", content="")
             yield _chunk(meta, [ChatChunkChoice(delta=delta, index=i)])
-        async with aclosing(merged(streams)) as outputs:
-            async for i, out in outputs:
-                if out.text or out.logprobs:
+        async with aclosing(merged(streams)) as merged_outputs:
+            async for i, out in merged_outputs:
+                delta = outputs[i].feed(out.text) if out.text else None
+                if delta is not None or (logprobs and out.logprobs):
                     yield _chunk(meta, [ChatChunkChoice(
-                        delta=ChatDelta(content=out.text), index=i,
+                        delta=delta or ChatDelta(content=""), index=i,
                         logprobs=chat_logprobs(out.logprobs, top_n) if logprobs else None)])
                 if out.finish_reason is not None:
                     check_finish(out)
                     finals[i] = out
+                    if (tail := outputs[i].finish()) is not None:
+                        yield _chunk(meta, [ChatChunkChoice(delta=tail, index=i)])
                     yield _chunk(meta, [ChatChunkChoice(
-                        delta=ChatDelta(), finish_reason=finish_reason(out), index=i)],
+                        delta=ChatDelta(), finish_reason=_finish(out, outputs[i]), index=i)],
                         timings=timings(finals) if all(finals) else None)
         if include_usage:
             yield _chunk(meta, [], usage=usage([f for f in finals if f], len(finals)))
