@@ -21,6 +21,7 @@ from . import __version__
 from .cli_compat import EnvVar, add_compat_flags, compat_env_vars, env_args
 from .config import (
     AppConfig,
+    DistributedConfig,
     EngineConfig,
     LogConfig,
     ModelConfig,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(p.add_argument_group("server"))
     _engine_flags(p.add_argument_group("engine"))
     _tool_flags(p.add_argument_group("tool calling and reasoning"))
+    _distributed_flags(p.add_argument_group("distributed (under mlx.launch)"))
     _log_flags(p.add_argument_group("logging"))
     add_compat_flags(p.add_argument_group("llama-server compatibility"))
     return p
@@ -91,7 +93,8 @@ def _model_flags(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--jinja", action="store_true", help="accepted: templates are always Jinja")
     m.add_argument("--no-jinja", action="store_true", help=argparse.SUPPRESS)
     m.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weight dtype (auto: float32 for GGUF on CPU, the checkpoint's own otherwise)")
+                   help="weight dtype (auto: float32 for GGUF on CPU, the checkpoint's own "
+                   "otherwise)")
     m.add_argument("--embedding", "--embeddings", action="store_true",
                    help="embedding mode (/v1/embeddings)")
     m.add_argument("--reranking", "--rerank", action="store_true",
@@ -161,7 +164,8 @@ def _tool_flags(t: argparse._ArgumentGroup) -> None:
                    + " (default: inferred from the chat template)")
     t.add_argument("-rea", "--reasoning", default="auto",
                    help="on, off, auto, or a reasoning parser name (default: auto)")
-    t.add_argument("--reasoning-format", help="llama-server's: none, deepseek, deepseek-legacy, auto")
+    t.add_argument("--reasoning-format",
+                   help="llama-server's: none, deepseek, deepseek-legacy, auto")
     t.add_argument("--reasoning-budget", type=int, default=-1,
                    help="thinking tokens allowed: -1 unlimited, 0 no thinking")
     t.add_argument("--reasoning-budget-message",
@@ -169,6 +173,16 @@ def _tool_flags(t: argparse._ArgumentGroup) -> None:
     t.add_argument("--chat-template-kwargs", help="JSON object of extra chat-template variables")
     t.add_argument("--mirror-reasoning-field", action="store_true",
                    help="also send the thought as `reasoning`, beside `reasoning_content`")
+
+
+def _distributed_flags(d: argparse._ArgumentGroup) -> None:
+    d.add_argument("--distributed", nargs="?", const="auto", default="off",
+                   choices=["off", "auto", "tensor", "pipeline"],
+                   help="shard the model across the ranks of an mlx.launch job; rank 0 serves "
+                   "HTTP (auto: tensor parallel where supported, else pipeline)")
+    d.add_argument("--distributed-backend", default="any",
+                   choices=["any", "ring", "jaccl", "mpi", "nccl"],
+                   help="MLX distributed backend (default: whichever mlx.launch set up)")
 
 
 def _log_flags(lg: argparse._ArgumentGroup) -> None:
@@ -201,6 +215,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> App
         server=_server_config(parser, ns),
         log=_log_config(ns),
         tools=_tool_config(parser, ns),
+        distributed=DistributedConfig(mode=ns.distributed, backend=ns.distributed_backend),
         ignored_flags=tuple(ignored),
         pending_flags=tuple(pending),
     )

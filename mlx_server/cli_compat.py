@@ -244,5 +244,6 @@ def _as_args(parser: argparse.ArgumentParser, action: argparse.Action, var: EnvV
             return [var.neg] if var.neg else []
         parser.error(f"{var.name}: expected one of on/off/true/false/1/0, got {value!r}")
     if var.split:
-        return [arg for item in value.split(",") if item.strip() for arg in (var.flag, item.strip())]
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return [arg for item in items for arg in (var.flag, item)]
     return [var.flag, value]

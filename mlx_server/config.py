@@ -101,6 +101,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """One model sharded across the ranks of an `mlx.launch` job (`--distributed`)."""
+
+    # "off"; "auto": tensor parallel where mlx-lm supports it, else pipeline; or either one.
+    mode: Literal["off", "auto", "tensor", "pipeline"] = "off"
+    backend: str = "any"  # mx.distributed.init's: any, ring, jaccl, mpi, nccl
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Everything the process needs, in one frozen object."""
 
@@ -109,6 +118,7 @@ class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
     tools: ToolConfig = field(default_factory=ToolConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     # Flags accepted for llama-server compatibility that mean nothing on MLX (or are not
     # implemented yet), as given: ("--n-gpu-layers 99", "--mlock"). Logged once at start.
     ignored_flags: tuple[str, ...] = ()

@@ -118,11 +118,10 @@ def _load_encoder(path: Path, model_type: str) -> tuple[nn.Module, Forward]:
         raise ModelLoadError(
             f"{path} is a '{model_type}' encoder; serving it needs the embeddings extra: "
             "pip install 'mlx-server[embeddings]'") from e
-    try:
-        model = load_model(path)
-    except ValueError as e:  # "Model type ... not supported."
-        raise ModelLoadError(f"{path}: '{model_type}' is supported neither by mlx-lm nor by "
-                             f"mlx-embeddings ({e})") from e
+    if importlib.util.find_spec(f"mlx_embeddings.models.{model_type.replace('-', '_')}") is None:
+        raise ModelLoadError(f"{path}: model type '{model_type}' is supported neither by mlx-lm "
+                             "nor by mlx-embeddings")
+    model = load_model(path)
     return model, lambda ids, mask: model(ids, attention_mask=mask).last_hidden_state
 
 

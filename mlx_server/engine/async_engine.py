@@ -69,7 +69,7 @@ class AsyncEngine:
     def _run(self) -> None:
         try:
             loaded = self._load()
-            self._core = EngineCore(loaded, self._config)
+            self._core = self._make_core(loaded)
             self._info = _model_info(self._model_id, loaded, self._config)
             self._state = "ok"
             log.info("engine ready: %d slots, ctx %d", self._config.max_slots, loaded.ctx_size)
@@ -81,6 +81,9 @@ class AsyncEngine:
             self._error, self._state = f"{type(e).__name__}: {e}", "error"
             return
         self._loop(self._core)
+
+    def _make_core(self, loaded: LoadedModel) -> EngineCore:
+        return EngineCore(loaded, self._config)
 
     def _loop(self, core: EngineCore) -> None:
         while not self._stop.is_set():

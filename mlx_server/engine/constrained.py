@@ -125,7 +125,8 @@ class OutputControl:
         self.request_id = request_id
         self._started = False
         self._bitmask: np.ndarray | None = None
-        self.mask_calls = 0
+        self.mask_calls = 0  # masks computed and the time they took (for bench/)
+        self.mask_s = 0.0
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         if self._started:
@@ -163,8 +164,10 @@ class OutputControl:
 
         if self._bitmask is None:
             self._bitmask = lln.allocate_token_bitmask(1, self.vocab_size)
+        t0 = time.perf_counter()
         lln.fill_next_token_bitmask(self.matcher, self._bitmask, 0)
         self.mask_calls += 1
+        self.mask_s += time.perf_counter() - t0
         bits = np.unpackbits(self._bitmask[0].view(np.uint8), bitorder="little")
         return bits[: self.vocab_size].astype(bool)
 

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -58,10 +58,14 @@ def load_model(
     dtype: str = "auto",
     chat_template: str | None = None,
     ctx_size: int | None = None,
+    load: Callable[[str], tuple[nn.Module, Any]] = mlx_load,
 ) -> LoadedModel:
-    """Load `path` with mlx-lm; cast to `dtype` unless it is "auto" or the model is quantized."""
+    """Load `path` with mlx-lm; cast to `dtype` unless it is "auto" or the model is quantized.
+
+    `load` reads the folder (mlx-lm's `load`; a distributed run passes `sharded_load`).
+    """
     t0 = time.perf_counter()
-    model, tokenizer = mlx_load(str(path))
+    model, tokenizer = load(str(path))
     if dtype != "auto" and _weights_dtype(model) != "quantized":
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())

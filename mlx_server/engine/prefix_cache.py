@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -59,8 +59,12 @@ class PrefixCacheStats:
 class PrefixCache:
     """An LRU store of KV caches with longest-prefix lookup."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int,
+                 sizeof: Callable[[Sequence[int], list[Any]], int] | None = None):
+        # `sizeof(tokens, cache)`: an entry's size; by default its arrays' bytes (a
+        # distributed run counts tokens instead, so every rank evicts alike).
         self.max_bytes = max_bytes
+        self._sizeof = sizeof or (lambda tokens, cache: sum(c.nbytes for c in cache))
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._index: dict[int, set[int]] = {}
         self._next_id = 0
@@ -112,7 +116,7 @@ class PrefixCache:
 
     def insert(self, tokens: Sequence[int], cache: list[Any]) -> bool:
         """Store a cache holding exactly `tokens`. Returns False if it was not kept."""
-        nbytes = sum(c.nbytes for c in cache)
+        nbytes = self._sizeof(tokens, cache)
         if not tokens or nbytes > self.max_bytes:
             return False
         arr = np.asarray(tokens, dtype=np.int64)

@@ -23,7 +23,14 @@ _EXPORTS = {
     "import_gguf": "gguf_import",
     "resolve_model": "resolve",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GGUFImportError",
+    "ModelNotFoundError",
+    "ResolvedModel",
+    "default_model_path",
+    "import_gguf",
+    "resolve_model",
+]
 
 
 def __getattr__(name: str) -> Any:

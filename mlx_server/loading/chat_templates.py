@@ -133,7 +133,6 @@ LLAMA3 = """{{- bos_token }}
 """
 
 
-
 @dataclass(frozen=True)
 class KnownTemplate:
     """A chat format: its template, a token that must exist for it to apply, and its turn ends."""

@@ -56,7 +56,7 @@ class Meta:
         return self.gguf.metadata.get(f"{self.arch}.{key}", default)
 
     def require(self, key: str) -> Any:
-        value = self.get(key)
+        value = self.uniform(key)
         if value is None:
             raise GGUFImportError(f"{self.gguf.path}: metadata key {self.arch}.{key} is missing")
         return value
@@ -65,9 +65,10 @@ class Meta:
         """A per-model value that some files store per layer; refuse layers that differ."""
         value = self.get(key, default)
         if isinstance(value, (list, np.ndarray)):
-            if len(set(np.asarray(value).tolist())) != 1:
-                raise GGUFImportError(f"{self.gguf.path}: per-layer {key} values differ: {value}")
-            return np.asarray(value).tolist()[0]
+            values = np.asarray(value).tolist()
+            if len(set(values)) != 1:
+                raise GGUFImportError(f"{self.gguf.path}: per-layer {key} values differ: {values}")
+            return values[0]
         return value
 
 
@@ -89,14 +90,12 @@ def _common_config(m: Meta) -> dict[str, Any]:
     embed = m.gguf.tensors.get("token_embd.weight")
     if embed is None:
         raise GGUFImportError(f"{m.gguf.path}: tensor token_embd.weight is missing")
-    heads = int(m.uniform("attention.head_count") or 0)
-    if heads <= 0:
-        raise GGUFImportError(f"{m.gguf.path}: metadata {m.arch}.attention.head_count is missing")
+    heads = int(m.require("attention.head_count"))
     hidden = int(m.require("embedding_length"))
     return {
         "hidden_size": hidden,
         "num_hidden_layers": int(m.require("block_count")),
-        "intermediate_size": int(m.uniform("feed_forward_length")),
+        "intermediate_size": int(m.require("feed_forward_length")),
         "num_attention_heads": heads,
         "num_key_value_heads": int(m.uniform("attention.head_count_kv", heads)),
         "head_dim": int(m.get("attention.key_length", hidden // heads)),

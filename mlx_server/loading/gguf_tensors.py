@@ -145,7 +145,7 @@ def write_weights(
         disable=not progress,
     )
     with bar:
-        for shard, file_name in zip(shards, names):
+        for shard, file_name in zip(shards, names, strict=True):
             arrays = dict(_convert_all(gguf, shard, spec, config, mx_dtype, bar))
             mx.save_safetensors(str(out_dir / file_name), arrays, metadata={"format": "mlx"})
             weight_map.update({name: file_name for name in arrays})

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-from tokenizers import processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers.models import BPE
 
 from .errors import GGUFImportError
@@ -76,7 +83,7 @@ def build_tokenizer(gguf: GGUFFile) -> GGUFTokenizer:
         raise GGUFImportError(
             f"{gguf.path}: unsupported tokenizer model {kind!r}; supported: llama, gpt2"
         )
-    _add_special_tokens(tokenizer, tokens, types, special_ids, byte_level=kind == "gpt2")
+    _add_special_tokens(tokenizer, tokens, types, special_ids)
     add_bos = bool(md.get("tokenizer.ggml.add_bos_token", add_bos_default))
     add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
     add_bos = add_bos and "bos_token" in special_ids
@@ -111,7 +118,7 @@ def _sentencepiece_bpe(
     else:
         ranks = list(gguf.metadata.get("tokenizer.ggml.scores", [0.0] * len(tokens)))
     vocab = {t: i for i, t in enumerate(tokens)}
-    merges = derive_merges(vocab, dict(zip(tokens, ranks)))
+    merges = derive_merges(vocab, dict(zip(tokens, ranks, strict=True)))
     unk = tokens[special_ids["unk_token"]] if "unk_token" in special_ids else None
     tok = Tokenizer(BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
     spm_decode = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
@@ -172,24 +179,17 @@ def _byte_level_bpe(gguf: GGUFFile, tokens: list[str]) -> Tokenizer:
 
 
 def _add_special_tokens(
-    tok: Tokenizer,
-    tokens: list[str],
-    types: np.ndarray,
-    special_ids: dict[str, int],
-    byte_level: bool,
+    tok: Tokenizer, tokens: list[str], types: np.ndarray, special_ids: dict[str, int]
 ) -> None:
     """Control tokens (and bos/eos/unk/pad) stay whole and are special; user-defined tokens
-    stay whole but are ordinary text."""
-    alphabet = set(pre_tokenizers.ByteLevel.alphabet()) if byte_level else None
-    special = {i for i in np.flatnonzero(types == _CONTROL).tolist()}
-    special |= set(special_ids.values())
+    stay whole but are ordinary text. Both keep their vocabulary ids."""
+    special = set(np.flatnonzero(types == _CONTROL).tolist()) | set(special_ids.values())
     vocab = tok.get_vocab()
     tok.add_special_tokens(
         [
             AddedToken(tokens[i], special=True, normalized=False)
             for i in sorted(special)
-            # A "control" token spelled outside the byte alphabet is a llama.cpp mislabel.
-            if alphabet is None or i in special_ids.values() or set(tokens[i]) <= alphabet
+            if tokens[i]
         ]
     )
     user = [
@@ -205,9 +205,9 @@ def _post_processor(
     tokens: list[str], special_ids: dict[str, int], add_bos: bool, add_eos: bool, kind: str
 ) -> Any:
     steps = [processors.ByteLevel(trim_offsets=False)] if kind == "gpt2" else []
-    if add_bos or add_eos:
-        ids = {"bos_token": add_bos, "eos_token": add_eos}
-        ids = {tokens[special_ids[r]]: special_ids[r] for r, wanted in ids.items() if wanted}
+    wanted = [r for r, on in (("bos_token", add_bos), ("eos_token", add_eos)) if on]
+    if wanted:
+        ids = {tokens[special_ids[r]]: special_ids[r] for r in wanted}
         bos = [tokens[special_ids["bos_token"]]] if add_bos else []
         eos = [tokens[special_ids["eos_token"]]] if add_eos else []
         steps.append(

@@ -20,9 +20,7 @@ class ResolvedModel:
     display_name: str
 
 
-def resolve_model(
-    spec: str | None, dtype: str = "auto", *, progress: bool = True
-) -> ResolvedModel:
+def resolve_model(spec: str | None, dtype: str = "auto", *, progress: bool = True) -> ResolvedModel:
     """None -> default model; a .gguf file -> imported; a model folder -> itself;
     anything else -> a Hugging Face repo id looked up in the local cache only.
 

@@ -34,10 +34,10 @@ def create_app(
 
     `embeddings` provides the embedding model behind /v1/embeddings, if any; `generation`
     False (llama-server's `--embedding`) answers completions with 501."""
-    # Outermost first: CORS headers even on errors; the request id on every response;
-    # keys checked before a large body is buffered.
     provider = as_provider(engine)
     observer = observer_for(provider)  # metrics, access log, shutdown drain
+    # Outermost first: CORS headers even on errors; the request id on every response;
+    # keys checked before a large body is buffered.
     middleware = [
         Middleware(RequestContextMiddleware, observer=observer),
         Middleware(APIKeyMiddleware, keys=config.server.api_keys,

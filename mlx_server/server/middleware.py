@@ -86,7 +86,7 @@ def _log_request(record: RequestRecord) -> None:
     if not record.status:
         record.status = 499  # the client left before a response began (nginx's convention)
     event = record.event()
-    level = logging.DEBUG if record.path in QUIET_PATHS and record.status < 400 else logging.INFO
+    level = logging.DEBUG if record.path in QUIET_PATHS else logging.INFO
     if not access_log.isEnabledFor(level):
         return
     text = f"{record.method} {record.path} {record.status} {event['duration_ms']}ms"

@@ -8,6 +8,7 @@ variable the request middleware sets, so routes need not pass anything along.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -62,6 +63,7 @@ class Observer:
         self.metrics = metrics
         self.inflight: dict[str, EngineClient] = {}
         self.draining = False
+        self._abort_task: asyncio.Future[int] | None = None
         self._wrapped: tuple[EngineClient, ObservedEngine] | None = None
 
     def observe(self, provider: Callable[[], EngineClient | None]
@@ -75,6 +77,23 @@ class Observer:
                 self._wrapped = (engine, ObservedEngine(engine, self))
             return self._wrapped[1]
         return observed
+
+    def begin_drain(self, timeout_s: float, loop: asyncio.AbstractEventLoop | None,
+                    signal: str = "") -> None:
+        """Turn new requests away; after `timeout_s`, end the sequences still in flight.
+        Safe to call from a signal handler."""
+        if self.draining:
+            return
+        self.draining = True
+        logger.info("draining: %d sequence(s) in flight, %.1fs to finish", len(self.inflight),
+                    timeout_s, extra={"event": {"event": "draining", "signal": signal,
+                                                "in_flight": len(self.inflight),
+                                                "drain_timeout_s": timeout_s}})
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.call_later, timeout_s, self._abort_now)
+
+    def _abort_now(self) -> None:
+        self._abort_task = asyncio.ensure_future(self.abort_all())
 
     async def abort_all(self, reason: str = "drain timeout") -> int:
         """End every sequence still in flight; their clients get a proper final event."""

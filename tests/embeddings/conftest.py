@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .tiny_embedder import build_qwen3_embedder
+from tiny_embedder import build_qwen3_embedder
 
 
 def minilm_path() -> Path | None:

@@ -12,7 +12,7 @@ import pytest
 from mlx_server.embeddings.model import load_embedding_model
 from mlx_server.engine.types import ModelLoadError
 
-from .tiny_embedder import MAX_SEQ_LENGTH
+from tiny_embedder import MAX_SEQ_LENGTH
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

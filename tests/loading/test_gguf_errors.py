@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf import GGUFWriter
-
 from gguf import GGMLQuantizationType as Q
+from gguf import GGUFWriter
 
 from mlx_server.loading import GGUFImportError, import_gguf
 
@@ -144,8 +143,10 @@ def test_missing_tensors(tmp_path):
 
 def test_shape_mismatch(tmp_path):
     path = tmp_path / "shape.gguf"
-    tensors = {"token_embd.weight": np.zeros((8, 32), np.float32),
-               "output_norm.weight": np.zeros((16,), np.float32)}
+    tensors = {
+        "token_embd.weight": np.zeros((8, 32), np.float32),
+        "output_norm.weight": np.zeros((16,), np.float32),
+    }
     _write(path, "qwen3", tensors, **_QWEN3_META)
     with pytest.raises(GGUFImportError, match=r"'output_norm.weight' has shape \(16,\)"):
         _import(path, tmp_path)

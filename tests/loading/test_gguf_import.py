@@ -71,8 +71,12 @@ def test_control_tokens_stay_whole(arch, tiny_ggufs, imported):
 def test_model_folder_files(imported):
     folder = imported["gemma3"]
     for name in [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json", "generation_config.json",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
     ]:
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
@@ -175,3 +179,15 @@ def test_llama3_template_and_eot(llama3):
     )
     want = _direct_model(tiny, tiny.weights)(IDS)
     np.testing.assert_allclose(np.array(model(IDS)), np.array(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_added_tokens_keep_their_ids(arch, tiny_ggufs, imported):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(imported[arch] / "tokenizer.json"))
+    tokens = tiny_ggufs[arch].tokenizer.tokens
+    assert tok.get_vocab_size(with_added_tokens=True) == len(tokens)
+    for token_id, added in tok.get_added_tokens_decoder().items():
+        # Gemma's space runs are respelled from "  " to "▁▁".
+        assert added.content.replace("\u2581", " ") == tokens[token_id].replace("\u2581", " ")

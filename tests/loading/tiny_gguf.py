@@ -52,15 +52,24 @@ _BASE = dict(
     max_position_embeddings=256,
 )
 CONFIGS = {
-    "llama": dict(_BASE, model_type="llama", head_dim=16, rope_theta=10000.0,
-                  tie_word_embeddings=False),
+    "llama": dict(
+        _BASE, model_type="llama", head_dim=16, rope_theta=10000.0, tie_word_embeddings=False
+    ),
     "qwen2": dict(_BASE, model_type="qwen2", rope_theta=1e6, tie_word_embeddings=False),
     # head_dim deliberately != hidden / heads
-    "qwen3": dict(_BASE, model_type="qwen3", head_dim=32, rope_theta=1e6,
-                  tie_word_embeddings=True),
-    "gemma3": dict(_BASE, model_type="gemma3_text", head_dim=32, num_key_value_heads=1,
-                   rope_theta=1e6, rope_local_base_freq=10000.0, query_pre_attn_scalar=32,
-                   sliding_window=4, sliding_window_pattern=2, tie_word_embeddings=True),
+    "qwen3": dict(_BASE, model_type="qwen3", head_dim=32, rope_theta=1e6, tie_word_embeddings=True),
+    "gemma3": dict(
+        _BASE,
+        model_type="gemma3_text",
+        head_dim=32,
+        num_key_value_heads=1,
+        rope_theta=1e6,
+        rope_local_base_freq=10000.0,
+        query_pre_attn_scalar=32,
+        sliding_window=4,
+        sliding_window_pattern=2,
+        tie_word_embeddings=True,
+    ),
 }
 # mlx-lm suffix -> (GGUF suffix, tensor type); written independently of the importer's table.
 _NAMES = {
@@ -260,8 +269,10 @@ def _as_llama_cpp_writes(stored, arch: str, name: str, cfg: dict, qtype: Q) -> n
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """convert_hf_to_gguf.py LlamaModel.permute."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-        w.shape
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
     )
 
 
@@ -280,9 +291,16 @@ def _train_spm(**options) -> object:
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS), model_writer=buf, model_type="bpe", vocab_size=400,
-        byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, minloglevel=2,
+        sentence_iterator=iter(CORPUS),
+        model_writer=buf,
+        model_type="bpe",
+        vocab_size=400,
+        byte_fallback=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        minloglevel=2,
         **options,
     )
     return spm.SentencePieceProcessor(model_proto=buf.getvalue())
@@ -318,8 +336,15 @@ def _gemma_spm() -> TinyTokenizer:
     """Gemma style: pad/eos/bos/unk = 0..3, turn markers, no dummy prefix, flat scores, and
     space runs stored with real spaces as llama.cpp writes them."""
     sp = _train_spm(
-        add_dummy_prefix=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
-        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        add_dummy_prefix=False,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
         control_symbols=["<mask>", "<start_of_turn>", "<end_of_turn>"],
         user_defined_symbols=["\n", "\n\n", "\u2581\u2581", "\u2581\u2581\u2581"],
     )
@@ -348,16 +373,20 @@ def _qwen_bpe() -> TinyTokenizer:
 
 def _llama3_bpe() -> TinyTokenizer:
     """Llama 3 style: byte-level BPE, the llama3 split, BOS added, <|eot_id|> ends a turn."""
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                "<|end_header_id|>", "<|eot_id|>"]
+    specials = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ]
     tok, vocab = _train_byte_level(LLAMA3_SPLIT, specials, nfc=False)
     roles = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "eot": "<|eot_id|>"}
     return _byte_level_tokenizer(tok, vocab, specials, "llama-bpe", roles, True)
 
 
 def _train_byte_level(split: str, specials: list[str], nfc: bool):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     if nfc:
@@ -370,7 +399,8 @@ def _train_byte_level(split: str, specials: list[str], nfc: bool):
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials,
+        vocab_size=400,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)

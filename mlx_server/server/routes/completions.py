@@ -53,8 +53,8 @@ from mlx_server.server.routes.common import (
 )
 from mlx_server.server.routes.streaming import stream_error_events
 from mlx_server.server.sampling import per_choice, resolve_max_tokens, sampling_params
-from mlx_server.server.timings import timings
 from mlx_server.server.state import ready_engine
+from mlx_server.server.timings import timings
 
 router = APIRouter()
 
