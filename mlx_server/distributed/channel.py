@@ -31,8 +31,12 @@ class Broadcast:
         self.rank = group.rank()
         self.size = group.size()
 
-    def share(self, obj: Any = None) -> Any:
-        """Rank 0 passes the object and gets it back; the other ranks pass nothing."""
+    def share(self, obj: Any = None, stream: Any = None) -> Any:
+        """Rank 0 passes the object and gets it back; the other ranks pass nothing.
+
+        `stream`: where the model's own collectives run. Collectives on two streams can
+        pair up in a different order on each rank, so the message queues behind them.
+        """
         if self.size == 1:
             return obj
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if self.rank == 0 else b""
@@ -41,18 +45,18 @@ class Broadcast:
             frame[0] = len(data)
             head = data[:_FRAME_BYTES]
             frame[1:] = _words(head, FRAME_WORDS - 1)
-        got = self._all_sum(frame)
+        got = self._all_sum(frame, stream)
         n = int(got[0])
         payload = got[1:].tobytes()[: min(n, _FRAME_BYTES)]
         if n > _FRAME_BYTES:
             rest = n - _FRAME_BYTES
             words = -(-rest // 4)
             tail = _words(data[_FRAME_BYTES:], words) if self.rank == 0 else np.zeros(words, np.int32)
-            payload += self._all_sum(tail).tobytes()[:rest]
+            payload += self._all_sum(tail, stream).tobytes()[:rest]
         return obj if self.rank == 0 else pickle.loads(payload)
 
-    def _all_sum(self, words: np.ndarray) -> np.ndarray:
-        out = mx.distributed.all_sum(mx.array(words), group=self.group)
+    def _all_sum(self, words: np.ndarray, stream: Any) -> np.ndarray:
+        out = mx.distributed.all_sum(mx.array(words), group=self.group, stream=stream)
         mx.eval(out)
         return np.array(out, dtype=np.int32)
 

@@ -79,7 +79,7 @@ class LeaderCore(LockstepCore):
             self._inbox.clear()
             aborts, self._aborts = sorted(self._aborts), set()
         self.channel.share(StepInputs([s.request for s in new], aborts, self._deadlines(new),
-                                      reset=self._reset_pending))
+                                      reset=self._reset_pending), stream=self.gen.stream)
         self._reset_pending = False
         self.waiting.extend(new)
         self._apply_aborts(aborts)
@@ -95,7 +95,7 @@ class LeaderCore(LockstepCore):
         self._reset_pending = True
 
     def stop_followers(self) -> None:
-        self.channel.share(StepInputs(stop=True))
+        self.channel.share(StepInputs(stop=True), stream=self.gen.stream)
 
 
 class FollowerCore(LockstepCore):
@@ -110,7 +110,7 @@ class FollowerCore(LockstepCore):
         """Step whenever rank 0 does, until it says stop."""
         failed = False
         while True:
-            inputs: StepInputs = self.channel.share()
+            inputs: StepInputs = self.channel.share(stream=self.gen.stream)
             if inputs.stop:
                 return
             if failed and not inputs.reset:
