@@ -13,10 +13,10 @@ import importlib.metadata as md
 import json
 import re
 import sys
-import tomllib
 import urllib.request
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

@@ -19,8 +19,10 @@ from .types import (
     GenerationOutput,
     GenerationRequest,
     Health,
+    InvalidRequestError,
     ModelInfo,
     ModelLoadError,
+    PromptImage,
     SlotInfo,
     TemplateError,
 )
@@ -139,6 +141,13 @@ class AsyncEngine:
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self.core.tok.decode(list(token_ids)))
 
+    def attach_images(self, prompt_tokens: Sequence[int], images: Sequence[tuple[bytes, str]]
+                      ) -> tuple[list[int], tuple[PromptImage, ...]]:
+        vision = self.core.loaded.vision
+        if vision is None:
+            raise InvalidRequestError("This model does not accept images.", "messages")
+        return vision.prepare(prompt_tokens, images)
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
@@ -204,6 +213,7 @@ def _model_info(model_id: str, loaded: LoadedModel, config: EngineConfig) -> Mod
         max_slots=config.max_slots,
         dtype=loaded.dtype,
         device=str(_device()),
+        vision=loaded.vision is not None,
     )
 
 

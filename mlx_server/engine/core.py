@@ -190,6 +190,11 @@ class EngineCore:
         cache, reused = None, 0
         if self.config.enable_prefix_cache:
             cache, reused = self.prefix.lookup(prompt, max_reuse=len(prompt) - 1)
+        cached = reused
+        if seq.request.images:  # vision: read the prompt through its last image from embeddings
+            cache, reused = self.loaded.vision.prefill(
+                self.loaded.model, prompt, seq.request.images, cache, reused,
+                self.config.prefill_step_size)
         sp = seq.request.sampling
         # A grammar allows EOS only once it is complete, and then only EOS: it must stop.
         keep_eos = not sp.ignore_eos or sp.grammar is not None
@@ -210,7 +215,7 @@ class EngineCore:
                                + ([seq.control] if seq.control is not None else [])],
             stop_sequences=[StopSequences(stops or None)],
         )
-        seq.uid, seq.cached_tokens, seq.t_admit = uid, reused, time.perf_counter()
+        seq.uid, seq.cached_tokens, seq.t_admit = uid, cached, time.perf_counter()
         self.running[uid] = seq
         self._assign_slot(uid)
         self.counters["requests"] += 1

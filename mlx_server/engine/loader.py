@@ -29,6 +29,7 @@ class LoadedModel:
     vocab_size: int
     dtype: str
     eos_ids: tuple[int, ...]
+    vision: Any = None  # mlx_server.vision.VisionModel for a vision-language model
 
 
 def _config(path: Path) -> dict[str, Any]:
@@ -83,6 +84,10 @@ def load_model(
         dtype=_weights_dtype(model),
         eos_ids=tuple(sorted(tokenizer.eos_token_ids)),
     )
+    if "vision_config" in cfg:
+        from ..vision.model import load_vision
+
+        loaded.vision = load_vision(path, model, tokenizer)
     if ctx_size and ctx_size > native_ctx:
         log.warning("--ctx-size %d exceeds the model's %d; using %d", ctx_size, native_ctx, native_ctx)
     log.info(

@@ -73,6 +73,19 @@ class GenerationRequest:
     prompt_tokens: Sequence[int]
     sampling: SamplingParams = SamplingParams()
     timeout_s: float | None = None
+    # Images in the prompt (vision models): where their tokens sit, prepared by `attach_images`.
+    images: tuple["PromptImage", ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptImage:
+    """One image's run of tokens in a prompt: `length` tokens from `start`, standing for the
+    image with SHA-256 `digest`; `pixels` is the model's preprocessed input (a numpy array)."""
+
+    start: int
+    length: int
+    digest: str
+    pixels: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class ModelInfo:
     max_slots: int
     dtype: str = ""
     device: str = ""
+    vision: bool = False  # accepts images (`EngineClient.attach_images`)
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,12 @@ class EngineClient(Protocol):
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def attach_images(self, prompt_tokens: Sequence[int], images: Sequence[tuple[bytes, str]]
+                      ) -> tuple[list[int], tuple[PromptImage, ...]]:
+        """Vision models only (`model_info.vision`): expand the image placeholders the chat
+        template emitted into image tokens. `images` are (bytes, sha256) in message order."""
+        ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]: ...
 

@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 from mlx_server import __version__
 from mlx_server.config import AppConfig
 from mlx_server.engine.types import EmbeddingClient, Health
+from mlx_server.server.anthropic.errors import AnthropicErrorMiddleware
 from mlx_server.server.errors import install_error_handlers
 from mlx_server.server.middleware import (
     APIKeyMiddleware,
@@ -36,9 +37,11 @@ def create_app(
     False (llama-server's `--embedding`) answers completions with 501."""
     provider = as_provider(engine)
     observer = observer_for(provider)  # metrics, access log, shutdown drain
-    # Outermost first: CORS headers even on errors; the request id on every response;
-    # keys checked before a large body is buffered.
+    # Outermost first: CORS headers even on errors; Anthropic's error shape on its routes,
+    # whoever answered; the request id on every response; keys checked before a large
+    # body is buffered.
     middleware = [
+        Middleware(AnthropicErrorMiddleware),
         Middleware(RequestContextMiddleware, observer=observer),
         Middleware(APIKeyMiddleware, keys=config.server.api_keys,
                    metrics_keys=config.server.metrics_api_keys),

@@ -19,11 +19,14 @@ _UNSUPPORTED_PARTS = {
 }
 
 
-def normalize_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    return [_message(i, m) for i, m in enumerate(messages)]
+def normalize_messages(messages: list[ChatMessage], keep_images: bool = False
+                       ) -> list[dict[str, Any]]:
+    """`keep_images` (a vision model, images already checked): messages with images keep
+    their parts, as `{"type": "image"}` and `{"type": "text"}`, for the template to place."""
+    return [_message(i, m, keep_images) for i, m in enumerate(messages)]
 
 
-def _message(i: int, m: ChatMessage) -> dict[str, Any]:
+def _message(i: int, m: ChatMessage, keep_images: bool = False) -> dict[str, Any]:
     if m.content is None and m.role != "assistant":
         raise invalid(f"Missing required parameter: 'messages.{i}.content'.",
                       f"messages.{i}.content", "missing_required_parameter")
@@ -31,7 +34,7 @@ def _message(i: int, m: ChatMessage) -> dict[str, Any]:
     if isinstance(out.get("reasoning"), str):  # the other name clients send a thought under
         out.setdefault("reasoning_content", out["reasoning"])
     out["role"] = "system" if m.role == "developer" else m.role
-    out["content"] = _text(i, m.content)
+    out["content"] = _parts(i, m.content) if keep_images and _has_image(m) else _text(i, m.content)
     if m.name is not None:
         out["name"] = m.name
     if m.tool_calls:
@@ -58,6 +61,24 @@ def _text(i: int, content: str | list[ContentPart] | None) -> str:
                           f"messages.{i}.content.{j}.{part.type}", "missing_required_parameter")
         texts.append(text)
     return "\n".join(texts)
+
+
+def _has_image(m: ChatMessage) -> bool:
+    return isinstance(m.content, list) and any(p.type == "image_url" for p in m.content)
+
+
+def _parts(i: int, content: list[ContentPart]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for j, p in enumerate(content):
+        if p.type == "image_url":
+            parts.append({"type": "image"})
+            continue
+        try:
+            parts.append({"type": "text", "text": _text(i, [p])})
+        except APIError as e:  # name the part by its place in the whole array
+            e.detail.param = f"messages.{i}.content.{j}"
+            raise
+    return parts
 
 
 def _tool_call(param: str, call: ToolCall) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,23 +122,27 @@ class ObservedEngine:
         self._observer.inflight[request.request_id] = self._inner
         t0 = last_t = time.perf_counter()
         seen = 0
+        outputs = self._inner.generate(request)
         try:
-            async with aclosing(self._inner.generate(request)) as outputs:
-                async for out in outputs:
-                    now = time.perf_counter()
-                    if out.completion_tokens > seen:
-                        if seen == 0:
-                            metrics.record_first_token(now - t0)
-                            _first_token(record, now)
-                        else:
-                            n = out.completion_tokens - seen
-                            metrics.record_token_gaps((now - last_t) / n, n)
-                        seen, last_t = out.completion_tokens, now
-                    if out.finish_reason is not None:
-                        metrics.record_finished(out, now - t0)
-                        _finished(record, out)
-                    yield out
+            async for out in outputs:
+                now = time.perf_counter()
+                if out.completion_tokens > seen:
+                    if seen == 0:
+                        metrics.record_first_token(now - t0)
+                        _first_token(record, now)
+                    else:
+                        n = out.completion_tokens - seen
+                        metrics.record_token_gaps((now - last_t) / n, n)
+                    seen, last_t = out.completion_tokens, now
+                if out.finish_reason is not None:
+                    metrics.record_finished(out, now - t0)
+                    _finished(record, out)
+                yield out
         finally:
+            # Closing this stream closes the engine's (which aborts an unfinished sequence).
+            aclose = getattr(outputs, "aclose", None)
+            if aclose is not None:
+                await aclose()
             self._observer.inflight.pop(request.request_id, None)
 
 

@@ -35,11 +35,17 @@ class _Lenient(BaseModel):
 # ---------------------------------------------------------------- chat requests
 
 
+class ImageURL(_Lenient):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(_Lenient):
-    """One part of a message's content array; only text is usable for now."""
+    """One part of a message's content array: text, or an image for vision models."""
 
     type: Literal["text", "image_url", "input_audio", "file", "refusal"]
     text: str | None = None
+    image_url: ImageURL | None = None
     refusal: str | None = None
 
 

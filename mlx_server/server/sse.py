@@ -71,3 +71,9 @@ class EventStreamResponse(StreamingResponse):
 
             group.start_soon(run_then_cancel, partial(self.stream_response, send))
             await run_then_cancel(partial(self.listen_for_disconnect, receive))
+
+
+def named_event(payload: dict[str, Any]) -> bytes:
+    """An event with an `event:` line naming its `type`, as Anthropic's Messages and OpenAI's
+    Responses streams send them (they end without `[DONE]`)."""
+    return f"event: {payload['type']}\n".encode() + event(payload)

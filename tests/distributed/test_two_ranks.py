@@ -28,6 +28,8 @@ PROMPTS = [
     "def add(a, b):",
 ]
 MAX_TOKENS = 20
+# `mlx.launch`, run by this interpreter (the module has no __main__ guard of its own).
+LAUNCH = "import sys; from mlx._distributed_utils.launch import main; sys.exit(main())"
 
 pytestmark = pytest.mark.distributed
 
@@ -49,7 +51,7 @@ class Server:
         cmd = [sys.executable, "-m", "mlx_server", "--model", str(model), "--port",
                str(self.port), "--max-slots", "4", *extra]
         if launch is not None:
-            cmd = [sys.executable, "-m", "mlx._distributed_utils.launch", *launch, "--", *cmd]
+            cmd = [sys.executable, "-c", LAUNCH, *launch, "--", *cmd]
         self._out = open(log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -11,12 +11,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -157,7 +157,8 @@ def test_launchd_example(tmp_path):
     assert args[0].endswith("/mlx-server") and plist["RunAtLoad"]
     keys = tmp_path / "keys"
     keys.write_text("k\n")
-    args = [str(keys) if prev == "--api-key-file" else a for prev, a in zip(args, args[1:])]
+    args = [str(keys) if prev == "--api-key-file" else a
+            for prev, a in zip(args, args[1:], strict=False)]
     assert parse_args(args, env={}).server.api_keys == ("k",)  # the flags it passes are ours
     assert plist["ExitTimeOut"] > parse_args([], env={}).server.drain_timeout_s
 

@@ -17,6 +17,9 @@ from mlx_server.engine.types import (
     GenerationRequest,
 )
 from mlx_server.server import sse
+from mlx_server.server.chat_output import ChatPlan, ChoiceOutput
+from mlx_server.server.chat_request import prepare_chat
+from mlx_server.server.images import image_policy
 from mlx_server.server.errors import from_engine_error
 from mlx_server.server.generation import (
     EngineStream,
@@ -29,9 +32,7 @@ from mlx_server.server.generation import (
     open_streams,
     usage,
 )
-from mlx_server.server.chat_output import ChatPlan, ChoiceOutput, plan_chat
 from mlx_server.server.logprobs import chat_logprobs
-from mlx_server.server.messages import normalize_messages, template_inputs
 from mlx_server.server.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -49,10 +50,9 @@ from mlx_server.server.routes.common import (
     json_response,
     parse_body,
     response_meta,
-    tokenize_off_loop,
 )
 from mlx_server.server.routes.streaming import stream_error_events
-from mlx_server.server.sampling import per_choice, resolve_max_tokens, sampling_params
+from mlx_server.server.sampling import per_choice
 from mlx_server.server.state import ready_engine, request_id, server_state
 from mlx_server.server.timings import timings
 
@@ -65,27 +65,15 @@ router = APIRouter()
 async def create_chat_completion(request: Request) -> Response:
     req = await parse_body(request, ChatCompletionRequest)
     engine = ready_engine(request)
-    tools, template_kwargs = template_inputs(req)
-    messages = normalize_messages(req.messages)
-    try:
-        info = engine.model_info
-        plan = plan_chat(req, info, server_state(request).config.tools, messages, tools,
-                         template_kwargs, partial(engine.encode, add_special_tokens=False))
-        prompt = await tokenize_off_loop(engine.render_chat, plan.messages, plan.template_tools,
-                                         plan.template_kwargs)
-        plan.after_render(engine.decode(prompt[-8:]), partial(engine.encode,
-                                                              add_special_tokens=False))
-        max_tokens = resolve_max_tokens(req.max_completion_tokens or req.max_tokens,
-                                        len(prompt), info.ctx_size)
-    except EngineError as exc:
-        raise from_engine_error(exc, "messages") from exc
+    config = server_state(request).config
+    prepared = await prepare_chat(engine, config.tools, req,
+                                  image_policy=image_policy(config.server))
+    prompt, params, plan = prepared.prompt, prepared.params, prepared.plan
     top_n = req.top_logprobs or 0
-    params = sampling_params(req, max_tokens=max_tokens, vocab_size=info.vocab_size,
-                             top_logprobs=top_n if req.logprobs else None)
-    params = params.replace(grammar=plan.grammar, thought=plan.thought)
     n = req.n or 1
     meta = response_meta(engine, "chatcmpl")
-    gen_requests = generation_requests(request, meta, [prompt] * n, per_choice(params, n))
+    gen_requests = generation_requests(request, meta, [prompt] * n, per_choice(params, n),
+                                       prepared.images)
     logger.debug("request %s is %s (%d prompt tokens, n=%d)",
                  request_id(request), meta.id, len(prompt), n)
     if req.stream:

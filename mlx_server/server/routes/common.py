@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from mlx_server.engine.types import EngineClient, GenerationRequest, SamplingParams
+from mlx_server.engine.types import EngineClient, GenerationRequest, PromptImage, SamplingParams
 from mlx_server.server.errors import from_validation_errors
 from mlx_server.server.state import server_state, system_fingerprint
 
@@ -64,12 +64,12 @@ def response_meta(engine: EngineClient, prefix: str) -> ResponseMeta:
 
 def generation_requests(
     request: Request, meta: ResponseMeta, prompts: Sequence[Sequence[int]],
-    params: Sequence[SamplingParams],
+    params: Sequence[SamplingParams], images: tuple[PromptImage, ...] = (),
 ) -> list[GenerationRequest]:
     """One engine request per choice; ids derive from the response id, so they are unique
-    even when clients reuse an X-Request-Id."""
+    even when clients reuse an X-Request-Id. `images` sit in every prompt (chat's n > 1)."""
     timeout = server_state(request).config.engine.request_timeout_s
-    return [GenerationRequest(f"{meta.id}-{i}", prompt, p, timeout)
+    return [GenerationRequest(f"{meta.id}-{i}", prompt, p, timeout, images)
             for i, (prompt, p) in enumerate(zip(prompts, params, strict=True))]
 
 

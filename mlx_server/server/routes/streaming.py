@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class StreamErrors:
     event: bytes | None = None  # the error event to send, if the stream failed
+    error: APIError | None = None  # the same error, for formats with their own event shape
 
 
 @asynccontextmanager
@@ -32,7 +33,8 @@ async def stream_error_events(
     try:
         yield errors
     except Exception as exc:
-        errors.event = sse.event(ErrorResponse(error=_as_api_error(exc, prompt_param).detail))
+        errors.error = _as_api_error(exc, prompt_param)
+        errors.event = sse.event(ErrorResponse(error=errors.error.detail))
     finally:
         await close_all(streams)
 

@@ -1,0 +1,26 @@
+"""A tiny random-weight Gemma 3 VLM (mlx-vlm's classes) and images to show it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("mlx_vlm", reason="vision needs the 'vision' extra")
+
+from tiny_vlm import build_gemma3_vlm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory):
+    return build_gemma3_vlm(tmp_path_factory.mktemp("vlm") / "gemma3-vlm")
+
+
+def image_bytes(color=(255, 0, 0), size=(40, 30)) -> tuple[bytes, str]:
+    """A PNG and its SHA-256: what the HTTP layer hands the engine."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    data = buf.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
