@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -326,4 +327,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ensure_fast_blas(args)
     from .serve import serve  # heavy imports (mlx, fastapi) only after the re-exec
 
-    sys.exit(serve(config))
+    code = serve(config)
+    # Skip interpreter teardown: native threads (MLX streams, tokenizer and grammar
+    # libraries) can abort in static destructors, turning a clean stop into SIGABRT,
+    # and orchestrators read the exit status. Everything is closed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

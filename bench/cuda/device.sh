@@ -64,6 +64,11 @@ print("weights", n / 1e9, "GB")
 EOF
     mv $MODEL/tokenizer.model $W/tokenizer.model  # the MLX folder stays as dev_model writes it
     ls -la $MODEL
+    gguf
+}
+
+gguf() {  # .whl3/tokenizer.model, when given, replaces the one from tok.tar.xz
+    [ -f .whl3/tokenizer.model ] && cp .whl3/tokenizer.model $W/tokenizer.model
     # llama.cpp's converter wants Gemma's SentencePiece model beside the same weights.
     mkdir -p $W/hf && for f in $MODEL/*; do ln -sf $f $W/hf/; done && cp $W/tokenizer.model $W/hf/
     (cd $LLAMA && PYTHONPATH=$LLAMA/gguf-py:$SITE $PY convert_hf_to_gguf.py $W/hf --outtype bf16 \

@@ -38,6 +38,7 @@ def write_spm(out: Path) -> Path:
     m.normalizer_spec.name = "identity"
     m.normalizer_spec.add_dummy_prefix = False
     m.normalizer_spec.remove_extra_whitespaces = False
+    types[3] = spm.ModelProto.SentencePiece.UNKNOWN  # the GGUF marks <unk> CONTROL; SPM refuses that
     for text, score, kind in zip(tokens, scores, types):
         piece = m.pieces.add()
         piece.piece, piece.score, piece.type = text, score, kind

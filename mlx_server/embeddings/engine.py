@@ -66,7 +66,7 @@ class EmbeddingEngine:
         self._thread = threading.Thread(target=self._run, name="mlx-embeddings", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------
-    def start(self) -> "EmbeddingEngine":
+    def start(self) -> EmbeddingEngine:
         self._thread.start()
         return self
 

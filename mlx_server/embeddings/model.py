@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
+from mlx import nn
 
 from ..engine.types import ModelLoadError
 from .pooling import Pooling, PoolingConfigError, model_pooling, normalize, pool

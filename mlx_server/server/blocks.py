@@ -39,9 +39,9 @@ class BlockAssembler:
     """Turns chat deltas into block start/delta/stop events; `blocks` keeps them all."""
 
     blocks: list[Block] = field(default_factory=list)
-    _open: Block | None = None
-    _calls: dict[int, Block] = field(default_factory=dict)  # by tool-call index
-    _space: str = ""  # whitespace held back until it turns out to start a text block
+    _open: Block | None = field(default=None, init=False)
+    _calls: dict[int, Block] = field(default_factory=dict, init=False)  # by tool-call index
+    _space: str = field(default="", init=False)  # whitespace held until text follows it
 
     def feed(self, delta: ChatDelta | None) -> list[BlockEvent]:
         events: list[BlockEvent] = []

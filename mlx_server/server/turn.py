@@ -25,6 +25,7 @@ class Turn:
     request_id: str
     final: GenerationOutput | None = None
     assembler: BlockAssembler = field(default_factory=BlockAssembler)
+    output: ChoiceOutput = field(init=False)
 
     def __post_init__(self) -> None:
         self.output = ChoiceOutput(self.plan, self.request_id)

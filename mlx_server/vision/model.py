@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
+from mlx import nn
 
 from ..engine.types import InvalidRequestError, ModelLoadError, PromptImage
 

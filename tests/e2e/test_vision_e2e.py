@@ -41,7 +41,7 @@ def _ask(sdk, *urls):
 
 
 def test_images_through_the_sdk(sdk):
-    red, usage = _ask(sdk, _data_url((255, 0, 0)))
+    red, _ = _ask(sdk, _data_url((255, 0, 0)))
     blue, _ = _ask(sdk, _data_url((0, 0, 255)))
     assert red != blue
     again, usage2 = _ask(sdk, _data_url((255, 0, 0)))

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from tiny_embedder import MAX_SEQ_LENGTH
 
 from mlx_server.embeddings.engine import EmbeddingEngine
 from mlx_server.engine.types import (
@@ -14,8 +15,6 @@ from mlx_server.engine.types import (
     ModelLoadError,
     QueueFullError,
 )
-
-from tiny_embedder import MAX_SEQ_LENGTH
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_embedder import MAX_SEQ_LENGTH
 
 from mlx_server.embeddings.model import load_embedding_model
 from mlx_server.engine.types import ModelLoadError
-
-from tiny_embedder import MAX_SEQ_LENGTH
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

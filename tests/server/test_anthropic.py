@@ -3,6 +3,7 @@ the official `anthropic` SDK against a real uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -13,11 +14,13 @@ from pydantic import TypeAdapter
 
 from mlx_server.config import AppConfig, ServerConfig, ToolConfig
 from mlx_server.engine.types import QueueFullError
+from mlx_server.server import create_app
 from mlx_server.server.turn import matched_stop
 
 from .conftest import LiveServer
 from .fake_engine import SCRIPT, FakeEngine
 from .named_sse import named_events, types
+from .test_disconnect import call_asgi
 from .test_tools import CALL, CALL2, WEATHER
 
 MESSAGES = "/v1/messages"
@@ -143,7 +146,8 @@ async def test_conversation_reaches_the_template(make_client):
              "content": [{"type": "text", "text": "no such city"}]},
             {"type": "text", "text": "thanks"}]},
     ]
-    system = [{"type": "text", "text": "You are Claude Code."}, {"type": "text", "text": "Be terse."}]
+    system = [{"type": "text", "text": "You are Claude Code."},
+              {"type": "text", "text": "Be terse."}]
     r = await client.post(MESSAGES, json=body(messages=turns, system=system, tools=[TOOL]))
     assert r.status_code == 200, r.text
     render = engine.renders[0]
@@ -357,6 +361,16 @@ def test_sdk_errors(sdk, tools_server):
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(model="c", max_tokens=1, messages=HI)
     tools_server.engine = FakeEngine(fail_after=1)
-    with pytest.raises(anthropic.APIStatusError):
-        with sdk.messages.stream(model="c", max_tokens=10, messages=HI) as stream:
-            stream.get_final_message()
+    with pytest.raises(anthropic.APIStatusError), sdk.messages.stream(
+            model="c", max_tokens=10, messages=HI) as stream:
+        stream.get_final_message()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_disconnect_aborts(stream):
+    engine = FakeEngine(script=["w"] * 2000, delay_s=0.005, ctx_size=100_000)
+    gone = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, gone.set)
+    await call_asgi(create_app(engine, AppConfig()), MESSAGES,
+                    body(max_tokens=2000, stream=stream), lambda sent: False, gone)
+    assert len(engine.aborted) == 1 and not engine.finished

@@ -10,7 +10,7 @@ from PIL import Image
 
 pytest.importorskip("mlx_vlm", reason="vision needs the 'vision' extra")
 
-from tiny_vlm import build_gemma3_vlm  # noqa: E402
+from tiny_vlm import build_gemma3_vlm
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import ipaddress
 import os
 import threading
 import time
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -74,9 +75,9 @@ def test_private_addresses_are_refused(host):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict = {}
+    routes: ClassVar[dict] = {}
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         status, headers, body, delay = self.routes[self.path]
         time.sleep(delay)
         self.send_response(status)

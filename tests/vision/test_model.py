@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import mlx.core as mx
 import pytest
+from tiny_vlm import IMAGE_TOKENS
 
 from mlx_server.config import EngineConfig
 from mlx_server.engine.async_engine import AsyncEngine
 from mlx_server.engine.loader import load_model
 from mlx_server.engine.types import GenerationRequest, InvalidRequestError, SamplingParams
-from tiny_vlm import IMAGE_TOKENS
 
 from .conftest import image_bytes
 

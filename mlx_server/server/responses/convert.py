@@ -216,14 +216,15 @@ class ItemIds:
 
 
 def output_item(block: Block, item_id: str, status: Status = "completed") -> OutputItem:
+    done = status == "completed"
     if block.type == "thinking":
-        content = [ReasoningText(text=block.text)] if status == "completed" else []
-        return Reasoning(id=item_id, content=content, status=status)
+        return Reasoning(id=item_id, content=[ReasoningText(text=block.text)] if done else [],
+                         status=status)
     if block.type == "text":
-        content = [OutputText(text=block.text)] if status == "completed" else []
-        return OutputMessage(id=item_id, status=status, content=content)
+        return OutputMessage(id=item_id, status=status,
+                             content=[OutputText(text=block.text)] if done else [])
     return FunctionCall(id=item_id, call_id=block.id, name=block.name,
-                        arguments=block.text if status == "completed" else "", status=status)
+                        arguments=block.text if done else "", status=status)
 
 
 def assistant_turn(blocks: list[Block]) -> dict[str, Any]:

@@ -115,12 +115,13 @@ def _block_event(event: BlockEvent) -> dict[str, Any]:
     if event.kind == "stop":
         return {"type": "content_block_stop", "index": index}
     if event.kind == "start":
-        start: dict[str, Any] = {
+        starts: dict[str, dict[str, Any]] = {
             "thinking": {"type": "thinking", "thinking": "", "signature": ""},
             "text": {"type": "text", "text": ""},
             "tool_use": {"type": "tool_use", "id": tool_id(block.id), "name": block.name,
                          "input": {}},
-        }[block.type]
+        }
+        start = starts[block.type]
         return {"type": "content_block_start", "index": index, "content_block": start}
     delta = {"thinking": {"type": "thinking_delta", "thinking": event.text},
              "text": {"type": "text_delta", "text": event.text},

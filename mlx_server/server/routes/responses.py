@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -60,6 +60,7 @@ from mlx_server.server.routes.common import (
 from mlx_server.server.routes.streaming import stream_error_events
 from mlx_server.server.state import ready_engine, request_id, server_state
 from mlx_server.server.turn import Turn, complete_turn, open_turn, stream_turn
+from mlx_server.vision.images import ImagePolicy
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -74,8 +75,7 @@ async def create_response(request: Request) -> Response:
     history = _previous(store, req.previous_response_id) + input_messages(req)
     config = server_state(request).config
     chat, cfg = chat_request(req, history, config.tools)
-    prepared = await _prepare(engine, cfg, chat, partial(prepare_chat,
-                              image_policy=image_policy(config.server)))
+    prepared = await _prepare(engine, cfg, chat, image_policy(config.server))
     base = _base(req, engine, new_id("resp"))
     meta = ResponseMeta(base.id, base.created_at, base.model, "")
     (gen,) = generation_requests(request, meta, [prepared.prompt], [prepared.params],
@@ -135,9 +135,9 @@ def _previous(store: ResponseStore, response_id: str | None) -> Messages:
 
 
 async def _prepare(engine: EngineClient, cfg: ToolConfig, chat: ChatCompletionRequest,
-                   prepare: Callable[..., Awaitable[PreparedChat]]) -> PreparedChat:
+                   policy: ImagePolicy) -> PreparedChat:
     try:
-        return await prepare(engine, cfg, chat, "input")
+        return await prepare_chat(engine, cfg, chat, "input", policy)
     except APIError as exc:  # the chat path names chat messages; here they are input items
         if exc.detail.param and exc.detail.param.startswith("messages"):
             exc.detail.param = "input"
