@@ -74,8 +74,8 @@ def serve(config: AppConfig) -> int:
         if is_follower(config):  # ranks > 0 serve no HTTP: they step with rank 0
             return follow(config, _loader)
     generation = not config.model.embedding  # llama-server's --embedding: embeddings only
-    embedder = start_embedding_engine(config)
     engine = _generation_engine(config).start() if generation else None
+    embedder = start_embedding_engine(config, after=engine)
     engines = [e for e in (engine, embedder) if e is not None]
     app = create_app(lambda: engine if engine is not None and engine.ready else None, config,
                      health=partial(_health, engines), generation=generation,

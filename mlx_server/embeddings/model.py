@@ -114,7 +114,9 @@ def _load_decoder(path: Path) -> tuple[nn.Module, Forward]:
 def _load_encoder(path: Path, model_type: str) -> tuple[nn.Module, Forward]:
     try:
         from mlx_embeddings.utils import load_model
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("mlx_embeddings"):
+            raise
         raise ModelLoadError(
             f"{path} is a '{model_type}' encoder; serving it needs the embeddings extra: "
             "pip install 'mlx-server[embeddings]'") from e

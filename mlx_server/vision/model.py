@@ -164,7 +164,9 @@ def _key_ids(digest: str, n: int, vocab_size: int) -> list[int]:
 def _load_vision_half(path: Path, text_model: nn.Module) -> nn.Module:
     try:
         from mlx_vlm.utils import load_model
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("mlx_vlm"):
+            raise
         raise ModelLoadError(f"{path} is a vision-language model; serving images needs the "
                              "vision extra: pip install 'mlx-server[vision]'") from e
     vlm = load_model(path, lazy=True)
