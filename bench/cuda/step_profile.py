@@ -184,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(result: dict[str, Any]) -> str:
-    rows = ["| batch | build (host) ms | eval ms | step ms | chained: device ms/step | "
-            "compiled-MLP step ms | BatchGenerator ms (tok/s) | EngineCore ms (tok/s) | "
-            "engine's own ms |", "|" + "---|" * 9]
+    header = ("| batch | build (host) ms | eval ms | step ms | chained: device ms/step | "
+              "compiled-MLP step ms | BatchGenerator ms (tok/s) | EngineCore ms (tok/s) | "
+              "engine's own ms |")
+    rows = [header, "|" + "---|" * 9]
     for b, r in result["batches"].items():
         f, c = r["forward"], r.get("forward_compiled_mlp", {})
         g, e = r["batch_generator"], r["engine_core"]

@@ -9,7 +9,8 @@ follow rank 0's steps until it stops (see lockstep.py).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
 

@@ -52,7 +52,7 @@ class Server:
                str(self.port), "--max-slots", "4", *extra]
         if launch is not None:
             cmd = [sys.executable, "-c", LAUNCH, *launch, "--", *cmd]
-        self._out = open(log, "wb")
+        self._out = open(log, "wb")  # noqa: SIM115 - open for the process's lifetime
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
