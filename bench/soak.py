@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import statistics
 import sys
 import threading
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--model", default=None)
     ap.add_argument("--interval", type=float, default=10.0)
+    ap.add_argument("--server-args", default="--cache-bytes 268435456",
+                    help="extra server flags (default: a 256 MiB KV budget, so the prefix cache "
+                         "fills and starts evicting within minutes)")
     args = ap.parse_args(argv)
     install_handlers()
     env, blas = bench_env()
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "mlx_server", "--port", str(port), "--max-slots", "4"]
     if args.model:
         cmd += ["--model", args.model]
+    cmd += shlex.split(args.server_args)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     proc = Proc("mlx-server", cmd, env, RESULTS / f"soak-{run_id}.log").start()
     try:

@@ -31,7 +31,7 @@ async def test_running_sequences_hold_the_lowest_free_slots(engine):
 
     async def consume(req: GenerationRequest) -> None:
         async for out in engine.generate(req):
-            if out.completion_tokens == 5 and req.request_id == "slot-1":
+            if out.completion_tokens >= 5 and req.request_id == "slot-1" and not seen:
                 seen.append(engine.slots())
 
     await asyncio.gather(*(consume(r) for r in requests))
@@ -43,7 +43,7 @@ async def test_running_sequences_hold_the_lowest_free_slots(engine):
     for s in busy.values():
         assert s.prompt_tokens == 40 and s.max_tokens == 40 and 1 <= s.generated_tokens <= 40
     # All free again, once the engine thread has moved past the last outputs it sent.
-    for _ in range(100):
+    for _ in range(1000):  # generous: a loaded CI machine can lag the engine thread
         if not any(s.is_processing for s in engine.slots()):
             break
         await asyncio.sleep(0.01)
