@@ -29,6 +29,7 @@ from ..engine.types import (
     ModelLoadError,
     QueueFullError,
 )
+from ..engine.worker import BackgroundWorker
 from .model import EmbeddingModel
 
 log = logging.getLogger("mlx_server.embeddings")
@@ -42,13 +43,14 @@ class _Job:
     future: concurrent.futures.Future[np.ndarray]
 
 
-class EmbeddingEngine:
+class EmbeddingEngine(BackgroundWorker):
     """Implements `EmbeddingClient`. Start it, then poll `ready` (or `health()`)."""
 
     def __init__(
         self, load: Callable[[], EmbeddingModel], model_id: str, *,
         max_batch_tokens: int = 8192, max_batch_size: int = 64, max_queue: int = 16384,
     ):
+        super().__init__("mlx-embeddings")
         self._load = load
         self._model_id = model_id
         self._max_batch_tokens = max_batch_tokens
@@ -56,36 +58,10 @@ class EmbeddingEngine:
         self._max_queue = max_queue
         self._model: EmbeddingModel | None = None
         self._info: EmbeddingModelInfo | None = None
-        self._state, self._error = "loading", ""
         self._pending: deque[tuple[_Job, int]] = deque()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._stats = {"requests": 0, "sequences": 0, "tokens": 0, "batches": 0,
                        "padded_tokens": 0, "busy_s": 0.0}
-        self._thread = threading.Thread(target=self._run, name="mlx-embeddings", daemon=True)
-
-    # -- lifecycle ------------------------------------------------------------
-    def start(self) -> EmbeddingEngine:
-        self._thread.start()
-        return self
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    @property
-    def ready(self) -> bool:
-        return self._state == "ok"
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._state == "loading":
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return self.ready
 
     @property
     def model(self) -> EmbeddingModel:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from typing import Any, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from ..config import EngineConfig
 from .core import EngineCore
@@ -26,47 +26,22 @@ from .types import (
     SlotInfo,
     TemplateError,
 )
+from .worker import BackgroundWorker
 
 log = logging.getLogger("mlx_server.engine")
 
 
-class AsyncEngine:
+class AsyncEngine(BackgroundWorker):
     """Implements `EngineClient`. Start it, then poll `ready` (or `health()`)."""
 
     def __init__(self, load: Callable[[], LoadedModel], config: EngineConfig, model_id: str):
+        super().__init__("mlx-engine")
         self._load = load
         self._config = config
         self._model_id = model_id
         self._core: EngineCore | None = None
         self._info: ModelInfo | None = None
-        self._state = "loading"
-        self._error = ""
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._beat = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
-
-    # -- lifecycle ------------------------------------------------------------
-    def start(self) -> "AsyncEngine":
-        self._thread.start()
-        return self
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    @property
-    def ready(self) -> bool:
-        return self._state == "ok"
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._state == "loading":
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return self.ready
 
     def _run(self) -> None:
         try:

@@ -17,10 +17,10 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 
 from ..config import EngineConfig
+from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
 from .loader import LoadedModel
 from .prefix_cache import PrefixCache
-from .constrained import GrammarCompiler, OutputControl
 from .sampling import make_processors, make_sampler
 from .sequence import Emit, Sequence
 from .types import (
@@ -221,6 +221,27 @@ class EngineCore:
         self.counters["requests"] += 1
         self.counters["prompt_tokens"] += len(prompt) - reused
 
+    def _store(self, tokens: list[int], cache: list[Any]) -> None:
+        """Keep a sequence's cache for later requests, as arrays of its own.
+
+        Caches extracted from a batch are lazy slices of the whole batch's buffers;
+        stored as they are, each would pin those buffers (a leak that grows with
+        concurrency), so they are copied out and evaluated here.
+        """
+        arrays = []
+        for layer in cache:
+            for name in ("keys", "values"):
+                a = getattr(layer, name, None)
+                if isinstance(a, mx.array):
+                    a = mx.contiguous(a)
+                    setattr(layer, name, a)
+                    arrays.append(a)
+            if isinstance(getattr(layer, "cache", None), list):  # ArraysCache (linear attention)
+                layer.cache = [mx.contiguous(a) if isinstance(a, mx.array) else a for a in layer.cache]
+                arrays.extend(a for a in layer.cache if isinstance(a, mx.array))
+        mx.eval(arrays)
+        self.prefix.insert(list(tokens), cache)
+
     def _snapshot(self, uid: int) -> None:
         """Keep the cache of the prompt (up to its generation header) for later requests."""
         seq = self.running.get(uid)
@@ -228,7 +249,7 @@ class EngineCore:
             return
         got = self.gen.extract_cache([uid]).get(uid)
         if got is not None and len(got[1]) == seq.snapshot_at:
-            self.prefix.insert(list(got[1]), got[0])
+            self._store(got[1], got[0])
             seq.snapshot_at = None
 
     def _on_generated(self, r: Any) -> None:
@@ -247,7 +268,7 @@ class EngineCore:
         if r.finish_reason is not None:
             self.running.pop(r.uid, None)
             if self.config.enable_prefix_cache and r.prompt_cache is not None:
-                self.prefix.insert(list(r.all_tokens), r.prompt_cache)
+                self._store(r.all_tokens, r.prompt_cache)
         elif seq.finished:  # a stop string ended it before the generator knew
             self._release(r.uid, keep_cache=True)
 
@@ -256,17 +277,15 @@ class EngineCore:
         got = self.gen.remove([uid], return_prompt_caches=keep_cache)
         if keep_cache and self.config.enable_prefix_cache and uid in got:
             cache, tokens = got[uid]
-            self.prefix.insert(list(tokens), cache)
+            self._store(tokens, cache)
 
     def fail_all(self, message: str) -> None:
-        """The loop hit an error it cannot attribute: end every sequence with it."""
+        """The loop hit an error it cannot attribute: end every sequence with it.
+
+        The caller then replaces the generator (`reset_generator`): its batch state is suspect.
+        """
         for seq in [*self.waiting, *self.running.values()]:
             seq.emit_output("", finish="error", error=message)
-        for uid in list(self.running):
-            try:
-                self.gen.remove([uid])
-            except Exception:  # the generator may be the broken part
-                pass
         self.running.clear()
         self.waiting.clear()
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx_lm.models.cache import make_prompt_cache
 
 log = logging.getLogger("mlx_server.engine")
@@ -24,7 +24,7 @@ class KVBudget:
         return sum(per * (min(n_tokens, cap) if cap else n_tokens) for per, cap in self.layers)
 
     @classmethod
-    def measure(cls, model: nn.Module, budget: int | None) -> "KVBudget":
+    def measure(cls, model: nn.Module, budget: int | None) -> KVBudget:
         """Run one token through a fresh cache and read the sizes back (works for any architecture)."""
         cache = make_prompt_cache(model)
         model(mx.array([[0]]), cache=cache)

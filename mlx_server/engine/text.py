@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Prompt tokens decoded ahead of the output so SentencePiece's leading-space rules
 # apply to the context, not to the first generated word.

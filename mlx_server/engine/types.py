@@ -7,8 +7,9 @@ Everything here is plain data: no mlx, no HTTP. The HTTP layer builds a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "abort", "error", "timeout"]
 
@@ -61,7 +62,7 @@ class SamplingParams:
     grammar: Grammar | None = None
     thought: ThoughtControl | None = None
 
-    def replace(self, **changes: Any) -> "SamplingParams":
+    def replace(self, **changes: Any) -> SamplingParams:
         return dataclasses.replace(self, **changes)
 
 
@@ -74,7 +75,7 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     timeout_s: float | None = None
     # Images in the prompt (vision models): where their tokens sit, prepared by `attach_images`.
-    images: tuple["PromptImage", ...] = ()
+    images: tuple[PromptImage, ...] = ()
 
 
 @dataclass(frozen=True)
