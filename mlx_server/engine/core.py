@@ -41,6 +41,28 @@ MIN_SNAPSHOT_TOKENS = 32
 SNAPSHOT_MARGIN = 4
 
 
+def detach(cache: list[Any]) -> list[Any]:
+    """Give a per-sequence cache arrays of its own, evaluated now.
+
+    Caches extracted from a batch are lazy slices (or views) of the whole batch's
+    buffers; kept as they are, each would pin those buffers, a leak that grows with
+    concurrency. Returns the same cache objects, now holding compact copies.
+    """
+    arrays = []
+    for layer in cache:
+        for name in ("keys", "values"):
+            a = getattr(layer, name, None)
+            if isinstance(a, mx.array):
+                a = mx.contiguous(a)
+                setattr(layer, name, a)
+                arrays.append(a)
+        if isinstance(getattr(layer, "cache", None), list):  # ArraysCache (linear attention)
+            layer.cache = [mx.contiguous(a) if isinstance(a, mx.array) else a for a in layer.cache]
+            arrays.extend(a for a in layer.cache if isinstance(a, mx.array))
+    mx.eval(arrays)
+    return cache
+
+
 class EngineCore:
     """Owns the BatchGenerator. `submit` and `abort` are thread-safe; `step` is not."""
 
@@ -222,25 +244,8 @@ class EngineCore:
         self.counters["prompt_tokens"] += len(prompt) - reused
 
     def _store(self, tokens: list[int], cache: list[Any]) -> None:
-        """Keep a sequence's cache for later requests, as arrays of its own.
-
-        Caches extracted from a batch are lazy slices of the whole batch's buffers;
-        stored as they are, each would pin those buffers (a leak that grows with
-        concurrency), so they are copied out and evaluated here.
-        """
-        arrays = []
-        for layer in cache:
-            for name in ("keys", "values"):
-                a = getattr(layer, name, None)
-                if isinstance(a, mx.array):
-                    a = mx.contiguous(a)
-                    setattr(layer, name, a)
-                    arrays.append(a)
-            if isinstance(getattr(layer, "cache", None), list):  # ArraysCache (linear attention)
-                layer.cache = [mx.contiguous(a) if isinstance(a, mx.array) else a for a in layer.cache]
-                arrays.extend(a for a in layer.cache if isinstance(a, mx.array))
-        mx.eval(arrays)
-        self.prefix.insert(list(tokens), cache)
+        """Keep a sequence's cache for later requests, as arrays of its own."""
+        self.prefix.insert(list(tokens), detach(cache))
 
     def _snapshot(self, uid: int) -> None:
         """Keep the cache of the prompt (up to its generation header) for later requests."""
