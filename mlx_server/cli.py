@@ -140,7 +140,7 @@ def _engine_flags(e: argparse._ArgumentGroup) -> None:
                    help="sequences decoded together in one batch (<= 0: the default, 4)")
     e.add_argument("-c", "--ctx-size", type=int, default=None,
                    help="context length (default: the model's; 0 means the model's)")
-    e.add_argument("--prefill-step-size", type=int, default=512,
+    e.add_argument("--prefill-step-size", type=int, default=2048,
                    help="prompt tokens per prefill chunk (bounds other streams' latency)")
     e.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     e.add_argument("-to", "--timeout", type=float, default=600.0,

@@ -41,7 +41,7 @@ class EngineConfig:
 
     max_slots: int = 4
     ctx_size: int | None = None  # None: the model's own context length
-    prefill_step_size: int = 512
+    prefill_step_size: int = 2048
     max_queue: int = 64
     request_timeout_s: float | None = 600.0
     # KV-cache budget in bytes for the prefix cache; None derives it from memory.
