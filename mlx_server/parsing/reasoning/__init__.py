@@ -5,10 +5,10 @@ The names are the values of `--reasoning-format`, so renaming one breaks users.
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 
 from mlx_server.parsing.reasoning.base import ReasoningParser, ReasoningStream
+from mlx_server.parsing.registry import load_registered
 
 # name -> "module:class", relative to this package
 _REGISTRY = {
@@ -29,13 +29,7 @@ def reasoning_parser_names() -> list[str]:
 @cache
 def get_reasoning_parser(name: str) -> ReasoningParser:
     """The parser registered as `name`; raises ValueError naming the choices otherwise."""
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown reasoning format {name!r}; choose one of {reasoning_parser_names()}"
-        )
-    module_name, class_name = _REGISTRY[name].split(":")
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    parser: ReasoningParser = getattr(module, class_name)()
+    parser: ReasoningParser = load_registered(__name__, _REGISTRY, name, "reasoning format")
     return parser
 
 

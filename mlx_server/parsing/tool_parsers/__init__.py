@@ -5,9 +5,9 @@ The names are the values of `--tool-call-format`, so renaming one breaks users.
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 
+from mlx_server.parsing.registry import load_registered
 from mlx_server.parsing.tool_parsers.base import ToolCallStream, ToolParser
 
 # name -> "module:class", relative to this package
@@ -33,11 +33,7 @@ def tool_parser_names() -> list[str]:
 @cache
 def get_tool_parser(name: str) -> ToolParser:
     """The parser registered as `name`; raises ValueError naming the choices otherwise."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown tool-call format {name!r}; choose one of {tool_parser_names()}")
-    module_name, class_name = _REGISTRY[name].split(":")
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    parser: ToolParser = getattr(module, class_name)()
+    parser: ToolParser = load_registered(__name__, _REGISTRY, name, "tool-call format")
     return parser
 
 
