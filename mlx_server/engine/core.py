@@ -21,7 +21,7 @@ from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
 from .loader import LoadedModel
 from .prefix_cache import PrefixCache
-from .sampling import make_processors, make_sampler
+from .sampling import check_logit_bias, make_processors, make_sampler
 from .sequence import Emit, Sequence
 from .types import (
     CapacityError,
@@ -115,7 +115,7 @@ class EngineCore:
                 f"The request needs {need} bytes of KV cache ({n} prompt + {max_tokens} new "
                 f"tokens) but the cache budget is {self.budget.total} bytes; lower max_tokens."
             )
-        make_processors(request.sampling, self.loaded.vocab_size)  # validates logit_bias
+        check_logit_bias(request.sampling, self.loaded.vocab_size)
         seq = Sequence(request, emit, self.tok, max_tokens, reserved_bytes=need)
         if matcher is not None or request.sampling.thought is not None:
             seq.control = OutputControl(request.sampling, matcher, self.loaded.vocab_size,

@@ -51,14 +51,19 @@ def make_sampler(params: SamplingParams) -> Sampler:
     return sample
 
 
-def make_processors(params: SamplingParams, vocab_size: int) -> list[LogitsProcessor]:
-    """Logit bias and repetition/presence/frequency penalties."""
+def check_logit_bias(params: SamplingParams, vocab_size: int) -> None:
+    """Reject logit_bias tokens outside the vocabulary (at submit, before any work)."""
     for token_id in params.logit_bias:
         if not 0 <= token_id < vocab_size:
             raise InvalidRequestError(
                 f"logit_bias names token {token_id}, outside the vocabulary (0..{vocab_size - 1}).",
                 param="logit_bias",
             )
+
+
+def make_processors(params: SamplingParams, vocab_size: int) -> list[LogitsProcessor]:
+    """Logit bias and repetition/presence/frequency penalties."""
+    check_logit_bias(params, vocab_size)
     return make_logits_processors(
         logit_bias=dict(params.logit_bias) or None,
         repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
