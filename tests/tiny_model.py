@@ -59,8 +59,11 @@ def build_tokenizer(out: Path) -> int:
     return tok.get_vocab_size()
 
 
-def build_model(out: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """Write a tiny `arch` ("llama" or "gemma3_text") model folder to `out`."""
+def build_model(out: Path, arch: str = "llama", seed: int = 0, window: int = 16) -> Path:
+    """Write a tiny `arch` ("llama" or "gemma3_text") model folder to `out`.
+
+    `window`: Gemma's sliding window (short by default so tests cross it).
+    """
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes
@@ -75,7 +78,7 @@ def build_model(out: Path, arch: str = "llama", seed: int = 0) -> Path:
     }
     if arch == "gemma3_text":
         # A short sliding window so tests cross it: rotating caches become untrimmable.
-        config.update(sliding_window=16, sliding_window_pattern=2, query_pre_attn_scalar=16)
+        config.update(sliding_window=window, sliding_window_pattern=2, query_pre_attn_scalar=16)
     model_cls, args_cls = _get_classes(config)
     mx.random.seed(seed)
     model = model_cls(args_cls.from_dict(config))

@@ -15,8 +15,10 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from ..config import EngineConfig
+from . import faults
 from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
 from .loader import LoadedModel
@@ -39,6 +41,18 @@ MIN_SNAPSHOT_TOKENS = 32
 # The snapshot stops this many tokens short of the prompt's end: a generation header
 # ("<|im_start|>assistant\n") can tokenize differently once the reply follows it.
 SNAPSHOT_MARGIN = 4
+
+
+def _trim_window(model: Any) -> float:
+    """How long a sequence's cache stays trimmable: the smallest sliding window, or
+    infinity when every layer is a plain KV cache (0 when some layer never trims)."""
+    window = float("inf")
+    for c in make_prompt_cache(model):
+        if isinstance(c, RotatingKVCache):
+            window = min(window, c.max_size)
+        elif type(c) is not KVCache:
+            return 0.0
+    return window
 
 
 def detach(cache: list[Any]) -> list[Any]:
@@ -77,12 +91,14 @@ class EngineCore:
         self.grammars = GrammarCompiler(self.tok._tokenizer, loaded.eos_ids, loaded.vocab_size,
                                         loaded.path / "tokenizer.json")
         self.gen = self._new_generator()
+        self._window = _trim_window(loaded.model)
         self._lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
         self._aborts: set[str] = set()
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}
         self._slot_of: dict[int, int] = {}  # generator uid -> slot id, for /slots
+        self.faults = faults.from_env()  # None unless a reliability test asks for it
         self.counters = {"steps": 0, "decode_steps": 0, "busy_slot_steps": 0,
                          "prompt_tokens": 0, "generated_tokens": 0, "requests": 0}
 
@@ -148,8 +164,8 @@ class EngineCore:
             self.counters["busy_slot_steps"] += len(gen_rs)
             self.counters["generated_tokens"] += len(gen_rs)
         for r in prompt_rs:
-            if r.end_of_segment and not r.end_of_prompt:
-                self._snapshot(r.uid)
+            if r.end_of_segment:
+                self._snapshot(r.uid, r.end_of_prompt)
         for r in gen_rs:
             self._on_generated(r)
 
@@ -222,11 +238,7 @@ class EngineCore:
         keep_eos = not sp.ignore_eos or sp.grammar is not None
         stops = [[t] for t in self.loaded.eos_ids] if keep_eos else []
         stops += [[t] for t in sp.stop_token_ids]
-        cut = len(prompt) - SNAPSHOT_MARGIN
-        if self.config.enable_prefix_cache and cut >= MIN_SNAPSHOT_TOKENS and cut > reused:
-            segments, seq.snapshot_at = [prompt[reused:cut], prompt[cut:]], cut
-        else:
-            segments = [prompt[reused:]]
+        segments = self._plan_snapshot(seq, reused)
         (uid,) = self.gen.insert_segments(
             [segments],
             max_tokens=[seq.max_tokens],
@@ -243,14 +255,35 @@ class EngineCore:
         self.counters["requests"] += 1
         self.counters["prompt_tokens"] += len(prompt) - reused
 
+    def _plan_snapshot(self, seq: Sequence, reused: int) -> list[list[int]]:
+        """The prompt's segments, and whether (and how) to keep its cache for later requests.
+
+        A finished sequence's cache is stored anyway; a prompt-end copy is needed only
+        where that one could not be trimmed back to a later turn's shared prefix: past a
+        sliding window. While the prompt still fits the window, the cache is copied once
+        it is read (no extra step); past it, the prompt is split just before its
+        generation header, which costs one more prefill step.
+        """
+        prompt, n = seq.prompt, len(seq.prompt)
+        cut = n - SNAPSHOT_MARGIN
+        if not self.config.enable_prefix_cache or cut < MIN_SNAPSHOT_TOKENS or cut <= reused:
+            return [prompt[reused:]]
+        if n + seq.max_tokens < self._window:
+            return [prompt[reused:]]  # the finished cache stays trimmable
+        if n < self._window:
+            seq.snapshot_at, seq.snapshot_whole = n, True
+            return [prompt[reused:]]
+        seq.snapshot_at = cut
+        return [prompt[reused:cut], prompt[cut:]]
+
     def _store(self, tokens: list[int], cache: list[Any]) -> None:
         """Keep a sequence's cache for later requests, as arrays of its own."""
         self.prefix.insert(list(tokens), detach(cache))
 
-    def _snapshot(self, uid: int) -> None:
+    def _snapshot(self, uid: int, end_of_prompt: bool) -> None:
         """Keep the cache of the prompt (up to its generation header) for later requests."""
         seq = self.running.get(uid)
-        if seq is None or seq.snapshot_at is None:
+        if seq is None or seq.snapshot_at is None or end_of_prompt != seq.snapshot_whole:
             return
         got = self.gen.extract_cache([uid]).get(uid)
         if got is not None and len(got[1]) == seq.snapshot_at:
@@ -262,6 +295,8 @@ class EngineCore:
         if seq is None:
             return
         try:
+            if self.faults is not None:
+                self.faults.check(seq)
             seq.on_token(r.token, r.logprobs, r.finish_reason)
         except Exception as e:  # this sequence's text handling broke: end it alone
             log.exception("sequence %s failed", seq.request_id)

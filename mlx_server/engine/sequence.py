@@ -29,6 +29,7 @@ class Sequence:
     uid: int | None = None
     cached_tokens: int = 0
     snapshot_at: int | None = None
+    snapshot_whole: bool = False  # snapshot the whole prompt once read (no split segment)
     completion_tokens: int = 0
     t_submit: float = field(default_factory=time.perf_counter)
     t_admit: float = 0.0

@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+from tiny_model import build_model
+
 from mlx_server.config import EngineConfig
 from mlx_server.engine.async_engine import AsyncEngine
 from mlx_server.engine.loader import load_model
@@ -109,6 +111,31 @@ async def test_rotating_cache_hit_is_exact(tiny_gemma_dir):
         # A prompt that diverges inside the window's past cannot reuse the rotated cache.
         await run(eng, msgs[0]["content"] + " but different")
         assert eng.stats()["prefix_cache_untrimmable_skips"] >= 1
+    finally:
+        eng.shutdown()
+        cold.shutdown()
+
+
+async def test_prompt_inside_window_snapshots_without_a_split(tmp_path):
+    """A prompt shorter than the sliding window is kept whole once read (no extra step),
+    so a later prompt that diverges near its end still reuses it, with exact output."""
+    path = build_model(tmp_path / "gemma128", "gemma3_text", window=128)
+    eng = make_engine(path, max_slots=2)
+    cold = make_engine(path, max_slots=2, enable_prefix_cache=False)
+    try:
+        base = "The quick brown fox jumps over the lazy dog. " * 4
+        first = eng.render_chat([{"role": "user", "content": base + "A"}])
+        assert 32 < len(first) < 128
+        steps0 = eng.stats()["steps"]
+        _, o1 = await run(eng, first, n=40)  # prompt + 40 > window: the final cache can't trim
+        # prompt read, first token, 39 more: no extra step for a snapshot segment
+        assert eng.stats()["steps"] - steps0 == 2 + 40
+        second = eng.render_chat([{"role": "user", "content": base + "B, then more"}])
+        warm_text, warm = await run(eng, second, n=8)
+        cold_text, _ = await run(cold, second, n=8)
+        shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+        assert warm[-1].cached_tokens == shared
+        assert warm_text == cold_text
     finally:
         eng.shutdown()
         cold.shutdown()
