@@ -7,6 +7,7 @@ on a forward pass and /health answers while every slot is busy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,6 +31,10 @@ from .worker import BackgroundWorker
 
 log = logging.getLogger("mlx_server.engine")
 
+# An idle engine waits this long for one more request of a burst (and this long at most).
+BURST_GAP_S = 0.003
+BURST_MAX_WAIT_S = 0.025
+
 
 class AsyncEngine(BackgroundWorker):
     """Implements `EngineClient`. Start it, then poll `ready` (or `health()`)."""
@@ -42,6 +47,8 @@ class AsyncEngine(BackgroundWorker):
         self._core: EngineCore | None = None
         self._info: ModelInfo | None = None
         self._beat = time.monotonic()
+        # (loop, queue, output) emitted during a step; engine thread only.
+        self._outbox: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any], Any]] = []
 
     def _run(self) -> None:
         try:
@@ -63,19 +70,61 @@ class AsyncEngine(BackgroundWorker):
         return EngineCore(loaded, self._config)
 
     def _loop(self, core: EngineCore) -> None:
+        idle = True
         while not self._stop.is_set():
             if not core.has_work():
                 self._wake.wait(0.05)
                 self._wake.clear()
                 self._beat = time.monotonic()
+                idle = True
                 continue
+            if idle:
+                self._gather_burst(core)
+                idle = False
             try:
                 core.step()
             except Exception as e:  # the batch itself broke: end its sequences, keep serving
                 log.exception("engine step failed")
                 core.fail_all(f"internal error during generation: {type(e).__name__}")
                 core.reset_generator()
+            finally:
+                self._deliver()
             self._beat = time.monotonic()
+
+    def _deliver(self) -> None:
+        """Hand a step's outputs to their event loops: one wake-up per loop per step.
+
+        Waking the HTTP loop once per token of every stream (32 streams: 32 wake-ups a
+        step) costs it, and the engine thread waiting on it for the GIL, more than the
+        tokens themselves.
+        """
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
+        for loop, queue, out in batch:
+            by_loop.setdefault(loop, []).append((queue, out))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # that loop is gone; its requests' aborts clean up
+                pass
+
+    def _gather_burst(self, core: EngineCore) -> None:
+        """Wait (a few ms at most) for the rest of a burst before the first step.
+
+        A burst's requests reach the engine milliseconds apart; started alone, the first
+        one's prefill step would make all the others wait for it before theirs begins.
+        """
+        deadline = time.monotonic() + BURST_MAX_WAIT_S
+        seen = core.queued()
+        while time.monotonic() < deadline:
+            self._wake.wait(BURST_GAP_S)
+            self._wake.clear()
+            now = core.queued()
+            if now == seen:
+                return
+            seen = now
 
     # -- EngineClient -----------------------------------------------------------
     @property
@@ -127,11 +176,8 @@ class AsyncEngine(BackgroundWorker):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
 
-        def emit(out: GenerationOutput) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, out)
-            except RuntimeError:  # the client's loop is gone; the abort below cleans up
-                pass
+        def emit(out: GenerationOutput) -> None:  # engine thread: delivered after the step
+            self._outbox.append((loop, queue, out))
 
         matcher = None
         if request.sampling.grammar is not None:  # compiling drops the GIL; keep it off the loop
@@ -143,6 +189,9 @@ class AsyncEngine(BackgroundWorker):
         try:
             while not done:
                 out = await queue.get()
+                # A reader that fell behind gets what piled up as one output.
+                while out.finish_reason is None and not queue.empty():
+                    out = merge_outputs(out, queue.get_nowait())
                 done = out.finish_reason is not None
                 yield out
         finally:
@@ -173,6 +222,17 @@ class AsyncEngine(BackgroundWorker):
     def slots(self) -> list[SlotInfo]:
         running = {s.id: s for s in self._core.slots()} if self._core is not None else {}
         return [running.get(i, SlotInfo(i)) for i in range(self._config.max_slots)]
+
+
+def _put_all(items: list[tuple[asyncio.Queue[Any], Any]]) -> None:
+    for queue, out in items:
+        queue.put_nowait(out)
+
+
+def merge_outputs(a: GenerationOutput, b: GenerationOutput) -> GenerationOutput:
+    """`a` then `b` as one increment; counters and timings are `b`'s (they are cumulative)."""
+    return dataclasses.replace(b, text=a.text + b.text, token_ids=a.token_ids + b.token_ids,
+                               logprobs=a.logprobs + b.logprobs)
 
 
 def _model_info(model_id: str, loaded: LoadedModel, config: EngineConfig) -> ModelInfo:

@@ -21,10 +21,12 @@ from ..config import EngineConfig
 from . import faults
 from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
+from .kv_quant import KVCacheFormat
 from .loader import LoadedModel
 from .prefix_cache import PrefixCache
 from .sampling import check_logit_bias, make_processors, make_sampler
 from .sequence import Emit, Sequence
+from .speculative import Speculator
 from .types import (
     CapacityError,
     GenerationRequest,
@@ -70,6 +72,10 @@ def detach(cache: list[Any]) -> list[Any]:
                 a = mx.contiguous(a)
                 setattr(layer, name, a)
                 arrays.append(a)
+            elif isinstance(a, tuple):  # mlx-lm's QuantizedKVCache: (codes, scales, biases)
+                a = tuple(mx.contiguous(x) for x in a)
+                setattr(layer, name, a)
+                arrays.extend(a)
         if isinstance(getattr(layer, "cache", None), list):  # ArraysCache (linear attention)
             layer.cache = [mx.contiguous(a) if isinstance(a, mx.array) else a for a in layer.cache]
             arrays.extend(a for a in layer.cache if isinstance(a, mx.array))
@@ -84,12 +90,16 @@ class EngineCore:
         self.loaded = loaded
         self.config = config
         self.tok = loaded.tokenizer
-        self.budget = KVBudget.measure(loaded.model, config.cache_bytes)
+        # -ctk/-ctv: how K and V are stored; the budget is measured in that format.
+        self.kv_format = KVCacheFormat.parse(config.kv_cache_type_k, config.kv_cache_type_v)
+        self.budget = KVBudget.measure(loaded.model, config.cache_bytes, self.kv_format.make_cache)
         self.prefix = PrefixCache(self.budget.total if config.enable_prefix_cache else 0)
         # MLX keeps freed buffers for reuse; unbounded, that pool looks like a leak.
         mx.set_cache_limit(max(128 << 20, self.budget.total // 4))
         self.grammars = GrammarCompiler(self.tok._tokenizer, loaded.eos_ids, loaded.vocab_size,
                                         loaded.path / "tokenizer.json")
+        self.spec = (Speculator(loaded, config.spec, self._sampling_of)
+                     if config.spec.type != "none" else None)
         self.gen = self._new_generator()
         self._window = _trim_window(loaded.model)
         self._lock = threading.Lock()
@@ -103,13 +113,20 @@ class EngineCore:
                          "prompt_tokens": 0, "generated_tokens": 0, "requests": 0}
 
     def _new_generator(self) -> BatchGenerator:
-        return BatchGenerator(
+        gen = BatchGenerator(
             self.loaded.model,
             completion_batch_size=self.config.max_slots,
             prefill_batch_size=self.config.max_slots,
             prefill_step_size=self.config.prefill_step_size,
             stream=mx.new_stream(mx.default_device()),
         )
+        if self.spec is not None:  # decode steps draft and verify (engine/speculative.py)
+            self.spec.install(gen)
+        return gen
+
+    def _sampling_of(self, uid: int) -> Any:
+        seq = self.running.get(uid)
+        return seq.request.sampling if seq is not None else None
 
     def reset_generator(self) -> None:
         """After a failed step the batch state is suspect: start from an empty one."""
@@ -137,13 +154,28 @@ class EngineCore:
             seq.control = OutputControl(request.sampling, matcher, self.loaded.vocab_size,
                                         request.request_id)
         with self._lock:
-            if len(self.waiting) + len(self._inbox) >= self.config.max_queue:
+            # The queue is what waits beyond the free slots (a burst arriving between two
+            # steps is all unadmitted); aborted requests leave at the next step.
+            free = max(0, self.config.max_slots - len(self.running))
+            waiting = len(self.waiting) + len(self._inbox) - len(self._aborts) - free
+            if waiting >= self.config.max_queue:
                 raise QueueFullError()
             self._inbox.append(seq)
 
     def abort(self, request_id: str) -> None:
         with self._lock:
+            # Not yet seen by the engine thread: end it now, so a client that left (often
+            # before its first token) stops holding a place in the bounded queue.
+            for seq in self._inbox:
+                if seq.request_id == request_id:
+                    self._inbox.remove(seq)
+                    seq.emit_output("", finish="abort")
+                    return
             self._aborts.add(request_id)
+
+    def queued(self) -> int:
+        """Requests submitted and not yet admitted (any thread)."""
+        return len(self._inbox) + len(self.waiting)
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting or self._inbox)
@@ -228,8 +260,12 @@ class EngineCore:
         cache, reused = None, 0
         if self.config.enable_prefix_cache:
             cache, reused = self.prefix.lookup(prompt, max_reuse=len(prompt) - 1)
+        if cache is None:  # mlx-lm would build one in the model's dtype; ours has the -ctk/-ctv format
+            cache = self.kv_format.make_cache(self.loaded.model)
         cached = reused
-        if seq.request.images:  # vision: read the prompt through its last image from embeddings
+        # Vision: read the prompt through its last image from embeddings (Qwen-VL: and give
+        # every sequence, image or not, the caches that carry its M-RoPE position delta).
+        if self.loaded.vision is not None:
             cache, reused = self.loaded.vision.prefill(
                 self.loaded.model, prompt, seq.request.images, cache, reused,
                 self.config.prefill_step_size)
@@ -351,6 +387,9 @@ class EngineCore:
             "kv_budget_bytes": self.budget.total,
             "kv_reserved_bytes": self._reserved(),
             "kv_active_bytes": self.gen.prompt_cache_nbytes,
+            "kv_bytes_per_token": self.budget.bytes_per_token,
+            **dict(zip(("kv_cache_type_k", "kv_cache_type_v"),
+                       self.kv_format.names(self.loaded.dtype))),
             "prefix_cache_bytes": self.prefix.nbytes,
             "prefix_cache_entries": len(self.prefix),
             "prefix_cache_lookups": p.lookups,
@@ -360,4 +399,5 @@ class EngineCore:
             "prefix_cache_untrimmable_skips": p.untrimmable_skips,
             "prefix_cache_evictions": p.evictions,
             **self.counters,
+            **(self.spec.stats if self.spec is not None else {}),
         }

@@ -35,6 +35,7 @@ class Sequence:
     t_admit: float = 0.0
     t_first: float = 0.0
     finished: bool = False
+    held_ids: tuple[int, ...] = ()  # tokens whose text is still held back, sent with the next output
     decoder: IncrementalDecoder = field(init=False)
     stopper: StopMatcher = field(init=False)
 
@@ -93,10 +94,13 @@ class Sequence:
     ) -> None:
         if self.finished:
             return
+        token_ids = self.held_ids + tuple(token_ids)
         if finish is not None:
             self.finished = True
         elif not text and not logprobs:
-            return  # nothing new for the client yet (held back or mid-character)
+            self.held_ids = token_ids  # nothing new for the client yet (held back or mid-character)
+            return
+        self.held_ids = ()
         now = time.perf_counter()
         admit = self.t_admit or now
         first = self.t_first or now

@@ -48,8 +48,9 @@ async def generate(eng, prompt_ids, **kw):
 
 
 def position(outs, token):
-    """The 0-based position of `token` in the output (outputs without text carry no ids)."""
-    return next(o.completion_tokens - 1 for o in outs if token in o.token_ids)
+    """The 0-based position of `token` in the output (an output may carry several tokens)."""
+    return next(o.completion_tokens - len(o.token_ids) + o.token_ids.index(token)
+                for o in outs if token in o.token_ids)
 
 
 def chat(eng, text, **template):
