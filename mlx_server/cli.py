@@ -27,6 +27,7 @@ from .config import (
     LogConfig,
     ModelConfig,
     ServerConfig,
+    SpecConfig,
     ToolConfig,
 )
 
@@ -56,6 +57,14 @@ ENV_VARS = (
     EnvVar("LLAMA_ARG_CACHE_TYPE_K", "--cache-type-k"),
     EnvVar("LLAMA_ARG_CACHE_TYPE_V", "--cache-type-v"),
     EnvVar("LLAMA_ARG_CACHE_RAM", "--cache-ram"),
+    EnvVar("LLAMA_ARG_SPEC_TYPE", "--spec-type"),
+    EnvVar("LLAMA_ARG_MODEL_DRAFT", "--model-draft"),
+    EnvVar("LLAMA_ARG_SPEC_DRAFT_MODEL", "--model-draft"),
+    EnvVar("LLAMA_ARG_DRAFT_MAX", "--draft-max"),
+    EnvVar("LLAMA_ARG_SPEC_DRAFT_N_MAX", "--draft-max"),
+    EnvVar("LLAMA_ARG_DRAFT_MIN", "--draft-min"),
+    EnvVar("LLAMA_ARG_DRAFT_P_MIN", "--draft-p-min"),
+    EnvVar("LLAMA_ARG_SPEC_DRAFT_P_MIN", "--draft-p-min"),
     EnvVar("LLAMA_ARG_EMBEDDINGS", "--embedding"),
     EnvVar("LLAMA_ARG_RERANKING", "--reranking"),
     EnvVar("LLAMA_ARG_POOLING", "--pooling"),
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p.add_argument_group("model"))
     _server_flags(p.add_argument_group("server"))
     _engine_flags(p.add_argument_group("engine"))
+    _spec_flags(p.add_argument_group("speculative decoding"))
     _tool_flags(p.add_argument_group("tool calling and reasoning"))
     _distributed_flags(p.add_argument_group("distributed (under mlx.launch)"))
     _log_flags(p.add_argument_group("logging"))
@@ -157,6 +167,51 @@ def _engine_flags(e: argparse._ArgumentGroup) -> None:
                    help="KV-cache dtype for V (llama.cpp names)")
 
 
+# llama-server's n-gram drafters all map to one prompt-lookup drafter here; its draft-*
+# types (draft-simple, draft-mtp, ...) to the -md draft model.
+NGRAM_TYPES = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "ngram")
+
+
+def _spec_type(value: str) -> str:
+    if value in ("none", *NGRAM_TYPES) or value.startswith("draft"):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {value!r} (choose from none, {', '.join(NGRAM_TYPES)}, draft-*)")
+
+
+def _count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _spec_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--spec-type", type=_spec_type, default=None,
+                   help="draft without a draft model: ngram-simple (and llama-server's other "
+                        "ngram-* names) look the sequence's last n-gram up in its own history")
+    g.add_argument("-md", "--model-draft", "--spec-draft-model", dest="model_draft",
+                   help="a draft model (same vocabulary) proposing tokens the model verifies")
+    g.add_argument("--spec-draft-n-max", "--draft-max", "--draft", "--draft-n", dest="draft_max",
+                   type=_count, default=16, help="draft tokens per sequence per step")
+    g.add_argument("--spec-draft-n-min", "--draft-min", "--draft-n-min", dest="draft_min",
+                   type=_count, default=0, help="fewer drafts than this: none that step")
+    g.add_argument("--spec-draft-p-min", "--draft-p-min", dest="draft_p_min", type=float,
+                   default=0.8, help="a greedy draft model stops below this probability")
+    g.add_argument("--spec-ngram-size-n", dest="ngram_n", type=_count, default=3,
+                   help="longest n-gram looked up for ngram drafting")
+
+
+def _spec_config(ns: argparse.Namespace) -> SpecConfig:
+    """-md wins; a draft-* type without -md (an MTP head, say) is reported as not applied."""
+    kind = "draft" if ns.model_draft else "ngram" if ns.spec_type in NGRAM_TYPES else "none"
+    if ns.draft_max == 0:
+        kind = "none"
+    return SpecConfig(type=kind, draft_model=ns.model_draft if kind == "draft" else None,  # type: ignore[arg-type]
+                      draft_max=ns.draft_max, draft_min=ns.draft_min,
+                      p_min=ns.draft_p_min, ngram_n=max(1, ns.ngram_n))
+
+
 def _tool_flags(t: argparse._ArgumentGroup) -> None:
     from .parsing.tool_parsers import tool_parser_names
 
@@ -210,6 +265,9 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> App
         ignored.append("--no-jinja")
     if ns.cache_ram not in (None, 0):
         pending.append(f"--cache-ram {ns.cache_ram}: the KV budget is --cache-bytes")
+    if (ns.spec_type or "").startswith("draft") and not ns.model_draft:
+        pending.append(f"--spec-type {ns.spec_type}: only -md draft models and ngram-* "
+                       "drafting are implemented")
     return AppConfig(
         model=_model_config(parser, ns),
         engine=_engine_config(ns),
@@ -261,6 +319,7 @@ def _engine_config(ns: argparse.Namespace) -> EngineConfig:
         enable_prefix_cache=not ns.no_prefix_cache and ns.cache_ram != 0,
         kv_cache_type_k=ns.cache_type_k,
         kv_cache_type_v=ns.cache_type_v,
+        spec=_spec_config(ns),
     )
 
 

@@ -27,7 +27,7 @@ class CompatFlag:
 
 
 _GPU = ""  # no meaning on MLX: unified memory, Metal picks its own kernels and threads
-_SPEC = "speculative decoding is not implemented yet"
+_SPEC = "not applied: the draft model shares the model's runtime settings"
 _ROPE = "RoPE overrides are not applied; the model's own RoPE settings are used"
 _SAMPLING = "server-wide sampling defaults are not applied; send them per request"
 _NOT_YET = "not implemented yet"
@@ -102,15 +102,7 @@ FLAGS: tuple[CompatFlag, ...] = (
     CompatFlag("--yarn-attn-factor", 1, "LLAMA_ARG_YARN_ATTN_FACTOR", why=_ROPE),
     CompatFlag("--yarn-beta-slow", 1, "LLAMA_ARG_YARN_BETA_SLOW", why=_ROPE),
     CompatFlag("--yarn-beta-fast", 1, "LLAMA_ARG_YARN_BETA_FAST", why=_ROPE),
-    CompatFlag("--spec-type", 1, "LLAMA_ARG_SPEC_TYPE", why=_SPEC),
-    CompatFlag("-md --model-draft --spec-draft-model", 1,
-               "LLAMA_ARG_MODEL_DRAFT LLAMA_ARG_SPEC_DRAFT_MODEL", why=_SPEC),
-    CompatFlag("--spec-draft-n-max --draft-max --draft --draft-n", 1,
-               "LLAMA_ARG_DRAFT_MAX LLAMA_ARG_SPEC_DRAFT_N_MAX", why=_SPEC),
-    CompatFlag("--spec-draft-n-min --draft-min --draft-n-min", 1, "LLAMA_ARG_DRAFT_MIN",
-               why=_SPEC),
-    CompatFlag("--spec-draft-p-min --draft-p-min", 1,
-               "LLAMA_ARG_DRAFT_P_MIN LLAMA_ARG_SPEC_DRAFT_P_MIN", why=_SPEC),
+    # Speculative decoding's own flags are real (cli.py); these tune llama.cpp's draft runtime.
     CompatFlag("--spec-draft-p-split --draft-p-split", 1, "LLAMA_ARG_DRAFT_P_SPLIT", why=_SPEC),
     CompatFlag("-cd --ctx-size-draft", 1, "LLAMA_ARG_CTX_SIZE_DRAFT", why=_SPEC),
     CompatFlag("-ngld --gpu-layers-draft --n-gpu-layers-draft --spec-draft-ngl", 1,

@@ -36,6 +36,20 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class SpecConfig:
+    """Speculative decoding (`--spec-type`, `-md`): drafts verified in one batched forward."""
+
+    # "none", "ngram" (prompt lookup; llama-server's ngram-* names map here) or "draft".
+    type: Literal["none", "ngram", "draft"] = "none"
+    draft_model: str | None = None  # `-md`: a model sharing the target's vocabulary
+    draft_max: int = 16  # drafts per sequence per step
+    draft_min: int = 0  # fewer drafts than this: decode normally this step
+    p_min: float = 0.8  # a greedy draft model stops drafting below this confidence
+    ngram_n: int = 3  # the longest suffix n-gram looked up in the sequence's history
+    ngram_min: int = 1  # the shortest one
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """How the engine schedules and caches."""
 
@@ -52,6 +66,7 @@ class EngineConfig:
     # llama.cpp cache type names (`-ctk q8_0`); None keeps the model's dtype.
     kv_cache_type_k: str | None = None
     kv_cache_type_v: str | None = None
+    spec: SpecConfig = SpecConfig()
 
 
 @dataclass(frozen=True)

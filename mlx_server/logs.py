@@ -28,6 +28,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Human-readable lines. Control characters in the message (which can carry a
+    client's path, model name or prompt) are escaped, so no client can start a forged
+    log line; a traceback after the message keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPES)
+
+
+# C0 controls and DEL (tab kept), plus the Unicode line and paragraph separators.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0, 9), *range(10, 32), 127)}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
 def setup_logging(config: LogConfig) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if config.file:
@@ -37,7 +51,7 @@ def setup_logging(config: LogConfig) -> None:
             handler.setFormatter(JsonFormatter())
         else:
             handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(config.level.upper())

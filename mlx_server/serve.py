@@ -65,7 +65,7 @@ def serve(config: AppConfig) -> int:
     if config.model.chat_template_file and not Path(config.model.chat_template_file).is_file():
         log.error("--chat-template: no such file: %s", config.model.chat_template_file)
         return 2
-    if problem := config_problem(config):
+    if problem := config_problem(config) or _kv_cache_problem(config):
         log.error("cannot serve: %s", problem)
         return 2
     if config.distributed.mode != "off":
@@ -128,13 +128,19 @@ def _log_startup(config: AppConfig) -> None:
     for flag in config.pending_flags:
         log.warning("accepted but not applied: %s", flag,
                     extra={"event": {"event": "flag_not_applied", "flag": flag}})
-    ec = config.engine
-    if ec.kv_cache_type_k not in (None, "f16", "f32", "bf16") or \
-            ec.kv_cache_type_v not in (None, "f16", "f32", "bf16"):
-        log.warning("KV-cache quantization (--cache-type-k %s --cache-type-v %s) is not applied "
-                    "yet; the KV cache keeps the model's dtype", ec.kv_cache_type_k,
-                    ec.kv_cache_type_v, extra={"event": {"event": "flag_not_applied",
-                                                         "flag": "--cache-type-k/-v"}})
+
+
+def _kv_cache_problem(config: AppConfig) -> str | None:
+    """A -ctk/-ctv pair MLX cannot store (checked before the model loads); logs a valid one."""
+    from .engine.kv_quant import KVCacheFormat
+
+    try:
+        fmt = KVCacheFormat.parse(config.engine.kv_cache_type_k, config.engine.kv_cache_type_v)
+    except ValueError as e:
+        return str(e)
+    if not fmt.is_default:
+        log.info("KV cache: %s", fmt.describe())
+    return None
 
 
 def _health(engines):

@@ -128,7 +128,14 @@ def test_spec_and_template_flags():
     assert dict(c.tools.chat_template_kwargs) == {"enable_thinking": False}
     assert c.tools.reasoning_format == "deepseek"
     c = parse(EXTRA_LINES[2])
-    assert len(c.pending_flags) == 4 and all("speculative" in p for p in c.pending_flags)
+    spec = c.engine.spec
+    assert (spec.type, spec.draft_model, spec.draft_max, spec.p_min) == (
+        "draft", "/models/draft.gguf", 8, 0.75) and c.pending_flags == ()
+    assert parse("--spec-type ngram-map-k --draft-max 5").engine.spec.type == "ngram"
+    assert parse("--spec-type draft-mtp").engine.spec.type == "none"
+    assert "--spec-type draft-mtp" in parse("--spec-type draft-mtp").pending_flags[0]
+    with pytest.raises(SystemExit):
+        parse("--spec-type bogus")
     c = parse(EXTRA_LINES[3])
     assert c.model.mmproj == "/models/mmproj.gguf" and c.engine.request_timeout_s == 300
 

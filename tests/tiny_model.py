@@ -59,10 +59,12 @@ def build_tokenizer(out: Path) -> int:
     return tok.get_vocab_size()
 
 
-def build_model(out: Path, arch: str = "llama", seed: int = 0, window: int = 16) -> Path:
+def build_model(out: Path, arch: str = "llama", seed: int = 0, window: int = 16,
+                **overrides) -> Path:
     """Write a tiny `arch` ("llama" or "gemma3_text") model folder to `out`.
 
-    `window`: Gemma's sliding window (short by default so tests cross it).
+    `window`: Gemma's sliding window (short by default so tests cross it). `overrides`
+    replace config entries (`head_dim=32`: a quantized KV cache needs multiples of 32).
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -79,6 +81,7 @@ def build_model(out: Path, arch: str = "llama", seed: int = 0, window: int = 16)
     if arch == "gemma3_text":
         # A short sliding window so tests cross it: rotating caches become untrimmable.
         config.update(sliding_window=window, sliding_window_pattern=2, query_pre_attn_scalar=16)
+    config.update(overrides)
     model_cls, args_cls = _get_classes(config)
     mx.random.seed(seed)
     model = model_cls(args_cls.from_dict(config))

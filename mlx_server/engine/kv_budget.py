@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 from mlx import nn
@@ -23,10 +25,17 @@ class KVBudget:
     def bytes_for(self, n_tokens: int) -> int:
         return sum(per * (min(n_tokens, cap) if cap else n_tokens) for per, cap in self.layers)
 
+    @property
+    def bytes_per_token(self) -> int:
+        """One more token's bytes while every sliding window still grows (the largest rate)."""
+        return sum(per for per, _ in self.layers)
+
     @classmethod
-    def measure(cls, model: nn.Module, budget: int | None) -> KVBudget:
-        """Run one token through a fresh cache and read the sizes back (works for any architecture)."""
-        cache = make_prompt_cache(model)
+    def measure(cls, model: nn.Module, budget: int | None,
+                make_cache: Callable[[nn.Module], list[Any]] = make_prompt_cache) -> KVBudget:
+        """Run one token through a fresh cache and read the sizes back (works for any
+        architecture and any `make_cache` storage format: a quantized cache measures smaller)."""
+        cache = make_cache(model)
         model(mx.array([[0]]), cache=cache)
         mx.eval([c.state for c in cache])
         layers = []

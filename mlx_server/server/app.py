@@ -19,6 +19,7 @@ from mlx_server.server.middleware import (
     RequestContextMiddleware,
 )
 from mlx_server.server.observed import observer_for
+from mlx_server.server.openapi import install_openapi
 from mlx_server.server.routes import ROUTERS
 from mlx_server.server.state import EngineSource, ServerState, as_provider
 
@@ -56,6 +57,7 @@ def create_app(
     app.state.server = ServerState(config, observer.observe(provider), health,
                                    embeddings=embeddings, generation=generation)
     install_error_handlers(app)
+    install_openapi(app)  # the bodies and errors the routes parse and raise themselves
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -3,6 +3,7 @@ prompt for vision models. Reading can fetch URLs, so it runs off the event loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +15,7 @@ from mlx_server.server.protocol import ChatMessage
 from mlx_server.vision.images import ImageData, ImageError, ImagePolicy, load_image
 
 MAX_IMAGES = 16  # per request
+logger = logging.getLogger(__name__)
 
 
 def image_policy(server: ServerConfig) -> ImagePolicy:
@@ -52,9 +54,18 @@ async def load_images(engine: EngineClient, messages: Sequence[ChatMessage],
         try:
             images.append(await run_in_threadpool(load_image, url, policy or ImagePolicy()))
         except ImageError as e:
+            # Logged: a refused URL may be someone probing for internal addresses (SSRF).
+            logger.warning("image refused at %s: %s", param, e,
+                           extra={"event": {"event": "image_refused", "param": param,
+                                            "reason": str(e), "url": _url_for_log(url)}})
             raise APIError(400, f"Invalid image: {e}", param=f"{param}.image_url",
                            code="invalid_image") from e
     return images
+
+
+def _url_for_log(url: str) -> str:
+    """A data URL's bytes say nothing useful and can be megabytes: keep its head only."""
+    return url[:200] + ("..." if len(url) > 200 else "")
 
 
 async def attach_images(engine: EngineClient, prompt: list[int], images: Sequence[ImageData],

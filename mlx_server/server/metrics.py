@@ -189,12 +189,31 @@ class _EngineCollector(Collector):
                     stats.get("queue", 0))
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
                     min(1.0, used / budget) if budget else 0.0)
+        if "kv_bytes_per_token" in stats:
+            yield _kv_format_gauge(stats, labels)
+        # Bytes, for leak checks and soaks: reserved by admitted requests, held by the
+        # running batch, kept in the prefix cache (all return to their floor when idle).
+        for key, doc in (("kv_reserved_bytes", "KV-cache bytes reserved by running requests."),
+                         ("kv_active_bytes", "KV-cache bytes held by the running batch."),
+                         ("prefix_cache_bytes", "KV-cache bytes kept in the prefix cache.")):
+            if key in stats:
+                yield gauge(f"mlxserver:{key}", doc, stats[key])
         yield counter("vllm:prefix_cache_queries",
                       "Prefix cache queries, in terms of number of queried tokens.",
                       stats.get("prefix_cache_queried_tokens", 0))
         yield counter("vllm:prefix_cache_hits",
                       "Prefix cache hits, in terms of number of cached tokens.",
                       stats.get("prefix_cache_hit_tokens", 0))
+
+
+def _kv_format_gauge(stats: dict[str, Any], labels: list[str]) -> GaugeMetricFamily:
+    """KV-cache bytes one token costs (every layer, K and V), labelled with -ctk/-ctv."""
+    g = GaugeMetricFamily("mlxserver:kv_cache_bytes_per_token",
+                          "KV-cache bytes per token in the cache's storage format.",
+                          labels=(*LABELS, "cache_type_k", "cache_type_v"))
+    g.add_metric([*labels, str(stats.get("kv_cache_type_k", "")),
+                  str(stats.get("kv_cache_type_v", ""))], stats["kv_bytes_per_token"])
+    return g
 
 
 def _number(value: float) -> str:

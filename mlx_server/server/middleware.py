@@ -28,6 +28,10 @@ QUIET_PATHS = frozenset({"/health", "/v1/health", "/metrics", "/slots", "/props"
 DRAIN_EXEMPT = frozenset({"/health", "/v1/health", "/metrics", "/slots"})
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# uvicorn's h11 limit (16 KiB) holds only while a head is still arriving; one that lands
+# in a single read passes whatever its size. These hold always (nginx allows 4 x 8 KiB).
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 256
 
 
 class RequestContextMiddleware:
@@ -61,7 +65,9 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if self._draining(scope["path"]):
+            if (too_large := _header_problem(scope)) is not None:
+                await too_large.response()(scope, receive, send_with_id)
+            elif self._draining(scope["path"]):
                 await _shutting_down().response()(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
@@ -75,6 +81,17 @@ class RequestContextMiddleware:
 
     def _draining(self, path: str) -> bool:
         return self.observer is not None and self.observer.draining and path not in DRAIN_EXEMPT
+
+
+def _header_problem(scope: Scope) -> APIError | None:
+    headers = scope.get("headers", [])
+    size = sum(len(k) + len(v) + 4 for k, v in headers)
+    if len(headers) <= MAX_HEADERS and size <= MAX_HEADER_BYTES:
+        return None
+    logger.warning("refused a request with %d headers of %d bytes", len(headers), size)
+    return APIError(431, f"The request headers are too large: {len(headers)} headers, {size} "
+                    f"bytes; the limits are {MAX_HEADERS} and {MAX_HEADER_BYTES} bytes.",
+                    code="request_header_fields_too_large", headers={"Connection": "close"})
 
 
 def _shutting_down() -> APIError:

@@ -61,8 +61,7 @@ def sampling_params(
         max_tokens=max_tokens,
         temperature=_or(req.temperature, defaults.temperature),
         top_p=_or(req.top_p, defaults.top_p),
-        # llama-server treats top_k <= 0 as "off"; so does the engine with 0.
-        top_k=max(0, _or(req.top_k, defaults.top_k)),
+        top_k=_top_k(_or(req.top_k, defaults.top_k), vocab_size),
         min_p=_or(req.min_p, defaults.min_p),
         seed=req.seed,
         presence_penalty=_or(req.presence_penalty, defaults.presence_penalty),
@@ -74,6 +73,13 @@ def sampling_params(
         logprobs=top_logprobs is not None,
         top_logprobs=top_logprobs or 0,
     )
+
+
+def _top_k(top_k: int, vocab_size: int) -> int:
+    # llama-server treats top_k <= 0 as "off"; so does the engine with 0. A k of the whole
+    # vocabulary or more keeps every token, which is "off" too (and a k past int32 would
+    # fail inside the sampler).
+    return 0 if top_k <= 0 or top_k >= vocab_size else top_k
 
 
 def per_choice(params: SamplingParams, n: int) -> list[SamplingParams]:

@@ -14,6 +14,9 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 DONE = b"data: [DONE]\n\n"
+# JSON leaves U+0085, U+2028 and U+2029 raw, and clients that split lines as str.splitlines
+# does (httpx's iter_lines) would cut an event there; escaped, they are the same JSON.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def event(payload: BaseModel | dict[str, Any]) -> bytes:
@@ -22,7 +25,7 @@ def event(payload: BaseModel | dict[str, Any]) -> bytes:
         data = payload.model_dump_json()
     else:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    return f"data: {data.translate(_LINE_BREAKS)}\n\n".encode()
 
 
 class EventStreamResponse(StreamingResponse):

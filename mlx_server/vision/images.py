@@ -36,7 +36,7 @@ class ImagePolicy:
     timeout_s: float = 10.0
     # Whether a resolved address may be fetched from; tests widen it to loopback.
     address_allowed: Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], bool] = (
-        lambda ip: ip.is_global)
+        lambda ip: public_address(ip))
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,22 @@ class ImageData:
     digest: str
     format: str
     size: tuple[int, int]
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable, judging an IPv4 address carried inside IPv6 (mapped, 6to4, Teredo,
+    NAT64) by that IPv4 address: `is_global` alone passes 64:ff9b::7f00:1, which a NAT64
+    gateway turns into 127.0.0.1."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is None and any(ip in net for net in _NAT64):
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None:
+            return inner.is_global
+    return ip.is_global
 
 
 def load_image(url: str, policy: ImagePolicy) -> ImageData:
@@ -107,15 +123,51 @@ def _check_host(url: str, policy: ImagePolicy) -> None:
     parts = urlsplit(url)
     if not parts.hostname:
         raise ImageError("The image URL has no host.")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except OSError as e:
-        raise ImageError(f"Cannot resolve the image URL's host '{parts.hostname}'.") from e
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:
+        raise ImageError("The image URL has an invalid port.") from e
+    _allowed_addresses(parts.hostname, port, policy)
+
+
+def _allowed_addresses(host: str, port: int, policy: ImagePolicy) -> list[str]:
+    """`host`'s addresses, all of which the policy must allow (else an ImageError)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise ImageError(f"Cannot resolve the image URL's host '{host}'.") from e
+    addresses = []
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # drop an IPv6 zone id
         if not policy.address_allowed(ip):
             raise ImageError("Image URLs may not point at private or local addresses.")
+        addresses.append(str(ip))
+    return addresses
+
+
+def _checked_client(policy: ImagePolicy):
+    """An httpx client that connects only to addresses it has just checked.
+
+    Checking a host and then letting httpx resolve it again would let DNS answer
+    differently the second time (rebinding); resolving inside the connection makes the
+    checked address the one used. TLS still verifies the URL's host name. Environment
+    proxies are ignored: through a proxy the check would say nothing.
+    """
+    import httpcore
+    import httpx
+
+    class CheckedBackend(httpcore.SyncBackend):
+        def connect_tcp(self, host, port, timeout=None, local_address=None,
+                        socket_options=None):
+            address = _allowed_addresses(host, port, policy)[0]
+            return super().connect_tcp(address, port, timeout, local_address, socket_options)
+
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx offers no public hook for the network backend; its pool takes one.
+    transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(),
+                                              network_backend=CheckedBackend())
+    return httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False,
+                        transport=transport)
 
 
 def _fetch(url: str, policy: ImagePolicy) -> bytes:
@@ -123,7 +175,7 @@ def _fetch(url: str, policy: ImagePolicy) -> bytes:
 
     deadline = time.monotonic() + policy.timeout_s  # httpx's timeouts are per read, not total
     try:
-        with httpx.Client(timeout=policy.timeout_s, follow_redirects=False) as client:
+        with _checked_client(policy) as client:
             for _ in range(_REDIRECTS + 1):
                 _check_host(url, policy)  # every hop: a redirect must not lead inside
                 with client.stream("GET", url) as r:

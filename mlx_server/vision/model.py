@@ -21,13 +21,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import numpy as np
 from mlx import nn
 
 from ..engine.types import InvalidRequestError, ModelLoadError, PromptImage
+
+if TYPE_CHECKING:
+    from .qwen import QwenVisionModel
 
 log = logging.getLogger("mlx_server.vision")
 
@@ -48,8 +51,10 @@ ARCHS = {
 
 
 def is_vision_model(path: Path) -> bool:
+    from .qwen import ARCHS as QWEN_ARCHS
+
     cfg = _config(path)
-    return "vision_config" in cfg and cfg.get("model_type") in ARCHS
+    return "vision_config" in cfg and cfg.get("model_type") in (*ARCHS, *QWEN_ARCHS)
 
 
 class VisionModel:
@@ -138,11 +143,14 @@ class VisionModel:
         """Extend (cache, reused) through the last image; text after it is left to the engine."""
         from mlx_lm.models.cache import make_prompt_cache
 
+        if not images:
+            return cache, reused
         end = max(im.start + im.length for im in images)
         if reused >= end:
             return cache, reused  # the prefix cache already holds every image
         if cache is None:
             cache, reused = make_prompt_cache(model), 0
+        own_arrays(cache)
         ids = mx.array(list(prompt[:end]))
         emb = self.vlm.language_model.model.embed_tokens(ids)
         for im in images:
@@ -155,13 +163,26 @@ class VisionModel:
         return cache, end
 
 
+def own_arrays(cache: list[Any]) -> list[Any]:
+    """Before writing into a cache from the prefix cache: its layers are shallow copies whose
+    arrays the stored entry shares, and a KVCache with room left writes in place, which
+    would overwrite the entry. Cut each to its length so the next write allocates."""
+    from mlx_lm.models.cache import KVCache
+
+    for c in cache:
+        if isinstance(c, KVCache) and c.keys is not None:
+            c.keys, c.values = c.keys[..., :c.offset, :], c.values[..., :c.offset, :]
+    return cache
+
+
 def _key_ids(digest: str, n: int, vocab_size: int) -> list[int]:
     """In-vocabulary ids that stand for this image in prefix-cache keys (never run)."""
     base = int(digest[:15], 16)
     return [(base + 7919 * j) % vocab_size for j in range(n)]
 
 
-def _load_vision_half(path: Path, text_model: nn.Module) -> nn.Module:
+def _load_vlm(path: Path) -> nn.Module:
+    """mlx-vlm's model for the folder, lazily: weights are read only where evaluated."""
     try:
         from mlx_vlm.utils import load_model
     except ModuleNotFoundError as e:
@@ -169,7 +190,11 @@ def _load_vision_half(path: Path, text_model: nn.Module) -> nn.Module:
             raise
         raise ModelLoadError(f"{path} is a vision-language model; serving images needs the "
                              "vision extra: pip install 'mlx-server[vision]'") from e
-    vlm = load_model(path, lazy=True)
+    return load_model(path, lazy=True)
+
+
+def _load_vision_half(path: Path, text_model: nn.Module) -> nn.Module:
+    vlm = _load_vlm(path)
     # The engine's text model already holds the language weights: share its embedding
     # table and drop mlx-vlm's copy of the layers before they are ever read from disk.
     lm = vlm.language_model.model
@@ -195,16 +220,21 @@ def _config(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_vision(path: Path, text_model: nn.Module, tokenizer: Any) -> VisionModel | None:
+def load_vision(path: Path, text_model: nn.Module, tokenizer: Any
+                ) -> VisionModel | QwenVisionModel | None:
     """The vision half of a VLM folder, or None: not a VLM we wire, or mlx-vlm is missing
     (then the model serves text, and requests with images get a 400 saying why)."""
+    from .qwen import ARCHS as QWEN_ARCHS
+    from .qwen import QwenVisionModel
+
     if not is_vision_model(path):
         return None
+    qwen = _config(path)["model_type"] in QWEN_ARCHS
     try:
-        vision = VisionModel(path, text_model, tokenizer)
+        vision = (QwenVisionModel if qwen else VisionModel)(path, text_model, tokenizer)
     except ModelLoadError as e:
         log.warning("serving %s without images: %s", path, e)
         return None
-    log.info("vision: %d tokens per image, image features cached by content hash",
-             vision.tokens_per_image)
+    log.info("vision: %s tokens per image, image features cached by content hash",
+             "grid-sized" if qwen else vision.tokens_per_image)
     return vision

@@ -1,5 +1,5 @@
-"""A vision-language model on the real server process: a tiny random-weight Gemma 3 VLM
-folder (mlx-vlm's classes) served with -m, images sent with the openai SDK."""
+"""A vision-language model on the real server process: tiny random-weight Gemma 3 and
+Qwen2.5-VL folders (mlx-vlm's classes) served with -m, images sent with the openai SDK."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ def _data_url(color) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-@pytest.fixture(scope="module")
-def sdk(tmp_path_factory):
+@pytest.fixture(scope="module", params=["gemma3", "qwen2_5_vl"])
+def sdk(request, tmp_path_factory):
     pytest.importorskip("mlx_vlm", reason="vision needs the 'vision' extra")
-    from tiny_vlm import build_gemma3_vlm
+    from tiny_vlm import build_gemma3_vlm, build_qwen_vlm
 
-    path = build_gemma3_vlm(tmp_path_factory.mktemp("vlm") / "tiny-gemma3-vlm")
+    out = tmp_path_factory.mktemp("vlm") / f"tiny-{request.param}-vlm"
+    path = build_gemma3_vlm(out) if request.param == "gemma3" else build_qwen_vlm(out)
     srv = start_server(tmp_path_factory, "-m", str(path))
     yield openai.OpenAI(base_url=srv.base + "/v1", api_key="unused", max_retries=0, timeout=120)
     srv.stop()

@@ -1,4 +1,5 @@
-"""Images on /v1/chat/completions: a real engine on a tiny Gemma 3 VLM behind the HTTP app."""
+"""Images on /v1/chat/completions: a real engine on a tiny Gemma 3, Qwen2.5-VL or Qwen3-VL
+behind the HTTP app."""
 
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ def _body(*urls, text="Describe the image.", **kw):
             "temperature": 0, "logprobs": True, **kw}
 
 
-@pytest.fixture(scope="module")
-def vlm_engine(tmp_path_factory):
-    from tiny_vlm import build_gemma3_vlm
+@pytest.fixture(scope="module", params=["gemma3", "qwen2_5_vl", "qwen3_vl"])
+def vlm_engine(request, tmp_path_factory):
+    from tiny_vlm import build_gemma3_vlm, build_qwen_vlm
 
     from mlx_server.engine.async_engine import AsyncEngine
     from mlx_server.engine.loader import load_model
 
-    path = build_gemma3_vlm(tmp_path_factory.mktemp("vlm") / "m")
+    out = tmp_path_factory.mktemp("vlm") / request.param
+    path = build_gemma3_vlm(out) if request.param == "gemma3" else build_qwen_vlm(out, request.param)
     eng = AsyncEngine(lambda: load_model(path), EngineConfig(max_slots=2), "tiny-vlm").start()
     assert eng.wait_ready(120)
     yield eng

@@ -24,3 +24,10 @@ def image_bytes(color=(255, 0, 0), size=(40, 30)) -> tuple[bytes, str]:
     Image.new("RGB", size, color).save(buf, "PNG")
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="session", params=["qwen2_5_vl", "qwen3_vl"])
+def tiny_qwen_dir(request, tmp_path_factory):
+    from tiny_vlm import build_qwen_vlm
+
+    return build_qwen_vlm(tmp_path_factory.mktemp("vlm") / request.param, request.param)

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from mlx_server.engine.types import EngineClient, GenerationRequest, PromptImage, SamplingParams
-from mlx_server.server.errors import from_validation_errors
+from mlx_server.server.errors import from_validation_errors, invalid
 from mlx_server.server.state import server_state, system_fingerprint
 
 M = TypeVar("M", bound=BaseModel)
@@ -68,7 +68,15 @@ def generation_requests(
 ) -> list[GenerationRequest]:
     """One engine request per choice; ids derive from the response id, so they are unique
     even when clients reuse an X-Request-Id. `images` sit in every prompt (chat's n > 1)."""
-    timeout = server_state(request).config.engine.request_timeout_s
+    engine = server_state(request).config.engine
+    most = engine.max_slots + engine.max_queue
+    if len(prompts) > most:
+        # More sequences than slots plus queue can never be admitted: a 503 would have
+        # clients retry forever.
+        raise invalid(f"Invalid value for 'n': the request needs {len(prompts)} sequences but "
+                      f"this server runs at most {most} at once ({engine.max_slots} slots "
+                      f"and a queue of {engine.max_queue}).", "n", "capacity_exceeded")
+    timeout = engine.request_timeout_s
     return [GenerationRequest(f"{meta.id}-{i}", prompt, p, timeout, images)
             for i, (prompt, p) in enumerate(zip(prompts, params, strict=True))]
 

@@ -66,6 +66,7 @@ def _slot(slot: SlotInfo, info: ModelInfo) -> dict[str, Any]:
 async def props(request: Request) -> JSONResponse:
     engine = ready_engine(request)
     info = engine.model_info
+    stats = engine.stats()
     return JSONResponse({
         "default_generation_settings": {
             "id": 0, "id_task": -1, "n_ctx": info.ctx_size, "speculative": False,
@@ -79,6 +80,10 @@ async def props(request: Request) -> JSONResponse:
         "modalities": {"vision": False, "audio": False},
         "build_info": build_info(),
         "is_sleeping": False,
+        # Not llama-server's: how the KV cache is stored (-ctk/-ctv) and what a token costs.
+        "kv_cache_type_k": stats.get("kv_cache_type_k"),
+        "kv_cache_type_v": stats.get("kv_cache_type_v"),
+        "kv_cache_bytes_per_token": stats.get("kv_bytes_per_token"),
     })
 
 

