@@ -139,7 +139,7 @@ def run_load(base: str, pid: int, seconds: float, concurrency: int, interval: fl
                 ok = True
                 try:
                     _request(c, base, kind, rng)
-                except Exception as e:  # recorded, not raised: the soak goes on
+                except Exception as e:  # noqa: BLE001 -- recorded, not raised: the soak goes on
                     ok = False
                     with lock:
                         errors.append(f"{kind}: {type(e).__name__}: {e}"[:300])

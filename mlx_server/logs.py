@@ -38,7 +38,7 @@ class TextFormatter(logging.Formatter):
 
 
 # C0 controls and DEL (tab kept), plus the Unicode line and paragraph separators.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0, 9), *range(10, 32), 127)}
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(9), *range(10, 32), 127)}
 _ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
+from . import cpu_head
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -71,6 +72,7 @@ def load_model(
     if dtype != "auto" and _weights_dtype(model) != "quantized":
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())
+    cpu_head.install(model)  # one-row decode steps: gemv instead of MLX's sgemm (CPU only)
     if chat_template is not None:
         tokenizer._tokenizer.chat_template = chat_template
         tokenizer.has_chat_template = True

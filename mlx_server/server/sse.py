@@ -11,9 +11,12 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 DONE = b"data: [DONE]\n\n"
+# A client that reads nothing for this long (its socket buffers full, so a send cannot
+# complete) is treated as gone: otherwise it holds its connection and task forever.
+SEND_TIMEOUT_S = 120.0
 # JSON leaves U+0085, U+2028 and U+2029 raw, and clients that split lines as str.splitlines
 # does (httpx's iter_lines) would cut an event there; escaped, they are the same JSON.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
@@ -43,12 +46,14 @@ class EventStreamResponse(StreamingResponse):
         content: AsyncIterator[bytes],
         on_close: Callable[[], Awaitable[None]] | None = None,
         headers: dict[str, str] | None = None,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ):
         base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         super().__init__(content, headers={**base, **(headers or {})})
         # Runs however the response ends; a client that leaves before the first chunk
         # means `content` never started, so its own cleanup would never run.
         self.on_close = on_close
+        self.send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -67,12 +72,17 @@ class EventStreamResponse(StreamingResponse):
         async with anyio.create_task_group() as group:
 
             async def run_then_cancel(func: Any) -> None:
-                # A failed send means the client is gone, which is what we stop on anyway.
+                # A failed or timed-out send (TimeoutError is an OSError) means the client
+                # is gone, which is what we stop on anyway.
                 with suppress(OSError):
                     await func()
                 group.cancel_scope.cancel()
 
-            group.start_soon(run_then_cancel, partial(self.stream_response, send))
+            async def send_or_time_out(message: Message) -> None:
+                with anyio.fail_after(self.send_timeout_s):
+                    await send(message)
+
+            group.start_soon(run_then_cancel, partial(self.stream_response, send_or_time_out))
             await run_then_cancel(partial(self.listen_for_disconnect, receive))
 
 

@@ -1,5 +1,7 @@
 """Speculative decoding on the real default model: greedy output is the plain server's."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
@@ -20,9 +22,14 @@ def _complete(srv, prompt: str) -> str:
 
 
 def _outputs(tmp_path_factory, *args: str) -> list[str]:
+    """Alone, then both at once (one batch, rows of different lengths): the same text."""
     srv = start_server(tmp_path_factory, "--max-slots", "2", "--ctx-size", "1024", *args)
     try:
-        return [_complete(srv, p) for p in PROMPTS]
+        alone = [_complete(srv, p) for p in PROMPTS]
+        with ThreadPoolExecutor(len(PROMPTS)) as pool:
+            together = list(pool.map(lambda p: _complete(srv, p), PROMPTS))
+        assert together == alone
+        return alone
     finally:
         srv.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 
 import pytest
@@ -188,3 +189,45 @@ def test_ngram_index():
     idx.extend([9])
     assert idx.propose(3) == []
     assert NgramIndex([7, 7, 7], max_n=2).propose(2) == [7]
+
+
+def test_quantized_kv_cache(tmp_path_factory):
+    """-ctk/-ctv q8_0 caches (engine/kv_quant.py) are batched KV caches too: cut back alike."""
+    path = build_model(tmp_path_factory.mktemp("tiny") / "llama_hd32", "llama", head_dim=32)
+    loaded = load_model(path)
+    prompts = prompts_for(loaded, 4)
+
+    def core(spec=None):
+        return EngineCore(loaded, EngineConfig(max_slots=4, enable_prefix_cache=False,
+                                               kv_cache_type_k="q8_0", kv_cache_type_v="q8_0",
+                                               spec=spec or SpecConfig()))
+    want = run(core(), prompts)
+    spec_core = core(SpecConfig(type="draft", draft_model=str(path), draft_max=4, p_min=0.0))
+    assert run(spec_core, prompts) == want
+    stats = spec_core.stats()
+    assert stats["spec_fallback_steps"] == 0 and stats["spec_accepted_tokens"] > 0
+
+
+@pytest.mark.parametrize("q", [None, [0.1, 0.6, 0.1, 0.1, 0.1]])
+def test_rejection_sampling_keeps_the_distribution(q):
+    """The first emitted token (accepted draft or resampled) follows p exactly, for a
+    one-hot draft (prompt lookup) and for a draft distribution q that disagrees with p."""
+    import mlx.core as mx
+
+    from mlx_server.engine.speculative import SpeculativeBatch, _Row
+
+    logits = mx.array([[2.0, 1.0, 0.5, 0.0, -1.0]] * 2)
+    lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    p = mx.exp(lp[0]).tolist()
+    row = _Row(pending=[0], index=NgramIndex([]), params=SamplingParams(temperature=1.0),
+               key=mx.random.key(7))
+    row.dists = [] if q is None else [mx.log(mx.array(q))]
+    rng = random.Random(3)
+    n = 3000
+    counts: Counter = Counter()
+    for _ in range(n):  # a draft is a sample of q (q one-hot: the most likely token)
+        row.drafts = [0] if q is None else rng.choices(range(5), weights=q)
+        acc, new, _ = SpeculativeBatch._rejection_sample(None, row, lp)  # type: ignore[arg-type]
+        counts[acc[0] if acc else new] += 1
+    tv = 0.5 * sum(abs(counts[t] / n - p[t]) for t in range(5))
+    assert tv < 0.03, (tv, counts, p)

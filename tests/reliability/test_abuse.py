@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import httpx
 import pytest
-
 from e2e.conftest import start_server
+
 from mlx_server.server import middleware
 
 from .fault_helpers import keep_log, wait_for_log

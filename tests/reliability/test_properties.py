@@ -2,6 +2,7 @@
 
 - request parsing: any JSON either validates or raises a validation error that becomes a
   clean 400 (and the app answers any body, JSON or not, without a 5xx);
+- images: a corrupted image or a malformed data URL is an ImageError (a 400), nothing else;
 - SSE framing: whatever the payload text, each event parses back to the same JSON, read
   by the spec's line rules or by str.splitlines-style readers (httpx's iter_lines);
 - stop strings: feeding text in any split gives what feeding it whole gives, and the
@@ -11,6 +12,8 @@ Parser split-invariance (tool calls, reasoning) is covered in tests/parsing."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from typing import Any
@@ -31,6 +34,7 @@ from mlx_server.server.anthropic import protocol as anthropic
 from mlx_server.server.errors import from_validation_errors
 from mlx_server.server.openapi import EXAMPLES
 from mlx_server.server.responses import protocol as responses
+from mlx_server.vision.images import FORMATS, ImageError, ImagePolicy, load_image
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -171,6 +175,46 @@ def test_sse_model_and_named_events_parse_back(text: str, kind: str) -> None:
     first, second = httpx_data_lines(sse.event(chunk) + named)
     assert p.ChatCompletionChunk.model_validate_json(first) == chunk
     assert json.loads(second)["text"] == kind
+
+
+# ---------------------------------------------------------------- images in requests
+# The default model has no vision, so the e2e corpus never decodes an image: these reach
+# the decoder directly.
+
+
+def _encoded(fmt: str) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 10, 30)).save(out, format=fmt)
+    return out.getvalue()
+
+
+@SETTINGS
+@given(fmt=st.sampled_from(sorted(FORMATS)), cut=st.integers(0, 400),
+       edits=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6))
+def test_a_corrupted_image_is_an_image_error(fmt: str, cut: int,
+                                             edits: list[tuple[int, int]]) -> None:
+    data = bytearray(_encoded(fmt))
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    url = "data:image/x;base64," + base64.b64encode(bytes(data[:cut])).decode()
+    try:
+        image = load_image(url, ImagePolicy())
+    except ImageError:
+        return
+    assert image.format == fmt
+
+
+@SETTINGS
+@given(header=st.sampled_from([
+    "data:image/png;base64,", "data:image/png,", "data:text/plain;base64,",
+    "data:image/png;base64", "data:", "file:///x", "http://127.0.0.1/x"]),
+       payload=st.text(max_size=40) | st.binary(max_size=30).map(
+           lambda b: base64.b64encode(b).decode()))
+def test_a_malformed_image_url_is_an_image_error(header: str, payload: str) -> None:
+    with pytest.raises(ImageError):
+        load_image(header + payload, ImagePolicy())
 
 
 # ---------------------------------------------------------------- stop strings

@@ -5,9 +5,9 @@ a small KV budget. No errors, memory flat after warm-up, nothing left behind."""
 from __future__ import annotations
 
 import pytest
+from e2e.conftest import start_server
 
 from bench.soak import embedding_model_path, report, run_load, slope_per_min
-from e2e.conftest import start_server
 
 from .fault_helpers import assert_idle, keep_log
 
