@@ -90,7 +90,7 @@ def test_clients_disconnecting_mid_stream(srv):
     short = [(p[3], r) for r, p in zip(results, plans)
              if r[0] < min(p[3], 1) and " 503 " not in r[1]]
     print(f"{len(busy)} of 100 got 503 (queue full)")
-    assert not short and len(busy) <= 10, (short, len(busy))
+    assert not short and len(busy) <= 5, (short, len(busy))
     _after(srv)
 
 
@@ -264,3 +264,34 @@ def test_queue_counts_only_what_waits_beyond_free_slots(tiny_llama_dir):
         core.step()
     finished = {o.request_id: o.finish_reason for o in outs if o.finish_reason}
     assert finished == {"r0": "length", "r1": "length", "r2": "abort", "r4": "length"}
+
+
+async def test_a_reader_that_never_reads_is_dropped_after_the_send_timeout():
+    """The slow-reader case at the ASGI level: a send that never completes (the client's
+    socket buffers are full) and no disconnect ever reported. The response must give up
+    after its send timeout and close the body, so the connection and task are freed."""
+    import anyio
+
+    from mlx_server.server.sse import EventStreamResponse
+
+    closed: list[bool] = []
+
+    async def body():
+        try:
+            for _ in range(1000):
+                yield b"data: {}\n\n"
+        finally:
+            closed.append(True)
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            await anyio.sleep_forever()
+
+    async def receive():
+        await anyio.sleep_forever()
+        return {}
+
+    response = EventStreamResponse(body(), send_timeout_s=0.3)
+    with anyio.fail_after(10):
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    assert closed == [True]
