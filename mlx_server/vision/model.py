@@ -57,6 +57,31 @@ def is_vision_model(path: Path) -> bool:
     return "vision_config" in cfg and cfg.get("model_type") in (*ARCHS, *QWEN_ARCHS)
 
 
+class FeatureCache:
+    """Encoded images by SHA-256, least recently used dropped first (any thread)."""
+
+    def __init__(self, size: int, counters: dict[str, int]):
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+        self._counters = counters
+
+    def get(self, digest: str) -> Any:
+        with self._lock:
+            hit = self._items.get(digest)
+            if hit is not None:
+                self._items.move_to_end(digest)
+                self._counters["image_cache_hits"] += 1
+            return hit
+
+    def put(self, digest: str, value: Any) -> None:
+        with self._lock:
+            self._counters["images_encoded"] += 1
+            self._items[digest] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
 class VisionModel:
     """Encodes images for one VLM and prefills the image part of prompts."""
 
@@ -79,10 +104,8 @@ class VisionModel:
         if self.expansion.count(self.image_token_id) != self.tokens_per_image:
             raise ModelLoadError(f"{path}: the tokenizer splits the image tokens")
         self.vocab_size = int(cfg.get("vocab_size") or cfg["text_config"]["vocab_size"])
-        self._features: OrderedDict[str, mx.array] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
         self.counters = {"images_encoded": 0, "image_cache_hits": 0, "image_tokens_prefilled": 0}
+        self._features = FeatureCache(cache_size, self.counters)
 
     # -- request side (a worker thread): numpy and PIL only -------------------
     def prepare(self, tokens: Sequence[int], images: Sequence[tuple[bytes, str]]
@@ -120,22 +143,15 @@ class VisionModel:
     # -- engine thread --------------------------------------------------------
     def features(self, image: PromptImage) -> mx.array:
         """The image's rows of the prompt embeddings, (tokens_per_image, hidden)."""
-        with self._lock:
-            hit = self._features.get(image.digest)
-            if hit is not None:
-                self._features.move_to_end(image.digest)
-                self.counters["image_cache_hits"] += 1
-                return hit
+        hit = self._features.get(image.digest)
+        if hit is not None:
+            return hit
         ids = mx.full((1, image.length), self.image_token_id)
         pixels = mx.array(image.pixels)[None]
         rows = self.vlm.get_input_embeddings(ids, pixels, mask=mx.ones((1, image.length))
                                              ).inputs_embeds[0]
         mx.eval(rows)
-        with self._lock:
-            self.counters["images_encoded"] += 1
-            self._features[image.digest] = rows
-            while len(self._features) > self._cache_size:
-                self._features.popitem(last=False)
+        self._features.put(image.digest, rows)
         return rows
 
     def prefill(self, model: nn.Module, prompt: Sequence[int], images: Sequence[PromptImage],

@@ -16,8 +16,6 @@ the prefix cache keeps position-free token-keyed entries and each admission re-a
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from mlx import nn
 from mlx_lm.models.cache import KVCache
 
 from ..engine.types import InvalidRequestError, ModelLoadError, PromptImage
-from .model import _config, _image_processor, _key_ids, _load_vlm, own_arrays
+from .model import FeatureCache, _config, _image_processor, _key_ids, _load_vlm, own_arrays
 
 ARCHS = ("qwen2_5_vl", "qwen3_vl")
 
@@ -89,10 +87,8 @@ class QwenVisionModel:
         text = cfg.get("text_config", cfg)
         self.vocab_size = int(text.get("vocab_size") or cfg["vocab_size"])
         self.tokens_per_image = 0  # varies with the image's size
-        self._features: OrderedDict[str, tuple[mx.array, list[mx.array] | None]] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
         self.counters = {"images_encoded": 0, "image_cache_hits": 0, "image_tokens_prefilled": 0}
+        self._features = FeatureCache(cache_size, self.counters)  # (rows, deepstack rows)
 
     # -- request side (a worker thread): numpy and PIL only -------------------
     def prepare(self, tokens: Sequence[int], images: Sequence[tuple[bytes, str]]
@@ -132,12 +128,9 @@ class QwenVisionModel:
     # -- engine thread --------------------------------------------------------
     def features(self, image: PromptImage) -> tuple[mx.array, list[mx.array] | None]:
         """The image's rows of the prompt embeddings, and Qwen3-VL's per-layer deepstack rows."""
-        with self._lock:
-            hit = self._features.get(image.digest)
-            if hit is not None:
-                self._features.move_to_end(image.digest)
-                self.counters["image_cache_hits"] += 1
-                return hit
+        hit = self._features.get(image.digest)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
         tower = self.vlm.vision_tower
         pixels = mx.array(image.pixels.values).astype(tower.patch_embed.proj.weight.dtype)
         out = tower(pixels, mx.array([image.pixels.grid]))
@@ -146,11 +139,7 @@ class QwenVisionModel:
             raise InvalidRequestError(f"The image gave {rows.shape[0]} features for "
                                       f"{image.length} tokens.", "messages")
         mx.eval(rows, deep)
-        with self._lock:
-            self.counters["images_encoded"] += 1
-            self._features[image.digest] = (rows, deep)
-            while len(self._features) > self._cache_size:
-                self._features.popitem(last=False)
+        self._features.put(image.digest, (rows, deep))
         return rows, deep
 
     def prefill(self, model: nn.Module, prompt: Sequence[int], images: Sequence[PromptImage],

@@ -31,3 +31,17 @@ def tiny_qwen_dir(request, tmp_path_factory):
     from tiny_vlm import build_qwen_vlm
 
     return build_qwen_vlm(tmp_path_factory.mktemp("vlm") / request.param, request.param)
+
+
+def chat_messages(n_images=1, text="Describe the image."):
+    """One user turn with `n_images` image parts between two text parts."""
+    parts = [{"type": "text", "text": text}] + [{"type": "image"}] * n_images
+    return [{"role": "user", "content": parts + [{"type": "text", "text": "What is in it?"}]}]
+
+
+def chat_prompt(loaded, n_images=1):
+    """`chat_messages` through the model's chat template, as token ids."""
+    tok = loaded.tokenizer
+    text = tok.apply_chat_template(chat_messages(n_images), add_generation_prompt=True,
+                                   tokenize=False)
+    return list(tok.encode(text, add_special_tokens=False))

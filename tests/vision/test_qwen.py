@@ -17,15 +17,14 @@ from mlx_server.engine.loader import load_model
 from mlx_server.engine.types import GenerationRequest, InvalidRequestError, SamplingParams
 from mlx_server.vision.qwen import QwenVisionModel
 
+from .conftest import chat_messages as _messages
+from .conftest import chat_prompt as _prompt
 from .conftest import image_bytes
 
 RED, BLUE = image_bytes((255, 0, 0), (100, 60)), image_bytes((0, 0, 255), (100, 60))
 SMALL = image_bytes((0, 255, 0), (30, 30))
 
 
-def _messages(n_images=1, text="Describe the image."):
-    parts = [{"type": "text", "text": text}] + [{"type": "image"}] * n_images
-    return [{"role": "user", "content": parts + [{"type": "text", "text": "What is in it?"}]}]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +32,6 @@ def loaded(tiny_qwen_dir):
     return load_model(tiny_qwen_dir)
 
 
-def _prompt(loaded, n_images=1):
-    tok = loaded.tokenizer
-    text = tok.apply_chat_template(_messages(n_images), add_generation_prompt=True,
-                                   tokenize=False)
-    return list(tok.encode(text, add_special_tokens=False))
 
 
 def _special(loaded, token):
