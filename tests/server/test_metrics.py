@@ -175,3 +175,34 @@ async def test_real_engine_counters(tiny_engine):
     assert after["vllm:prefix_cache_queries_total"] == stats["prefix_cache_queried_tokens"]
     assert 0.0 <= after["vllm:kv_cache_usage_perc"] <= 1.0
     assert after["vllm:time_to_first_token_seconds_count"] == 2
+
+
+async def test_speculative_counters(tiny_llama_dir):
+    """With speculation on, the draft/accept counters are exported (the model as its own
+    draft: every draft is accepted)."""
+    from mlx_server.config import SpecConfig
+    from mlx_server.engine.async_engine import AsyncEngine
+    from mlx_server.engine.loader import load_model
+
+    eng = AsyncEngine(lambda: load_model(tiny_llama_dir),
+                      EngineConfig(max_slots=2, spec=SpecConfig(
+                          type="draft", draft_model=str(tiny_llama_dir), draft_max=4, p_min=0.0)),
+                      "tiny").start()
+    assert eng.wait_ready(60), eng.health()
+    try:
+        app = create_app(eng, AppConfig())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            before = await scrape(c)
+            assert before["vllm:spec_decode_num_drafts_total"] == 0
+            r = await c.post(COMPLETIONS, json={"prompt": [5, 6, 7, 8] * 10, "max_tokens": 12,
+                                                "ignore_eos": True, "temperature": 0})
+            assert r.status_code == 200
+            after = await scrape(c)
+        stats = eng.stats()
+        assert after["vllm:spec_decode_num_drafts_total"] == stats["spec_steps"] > 0
+        assert after["vllm:spec_decode_num_draft_tokens_total"] == stats["spec_draft_tokens"] > 0
+        assert (after["vllm:spec_decode_num_accepted_tokens_total"] == stats["spec_accepted_tokens"]
+                == stats["spec_draft_tokens"])
+        assert "mlxserver:spec_decode_num_fallback_steps_total" in after
+    finally:
+        eng.shutdown()
