@@ -51,8 +51,14 @@ def test_ready_and_probes(llmkube):
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert httpx.get(llmkube.base + "/v1/models").status_code == 401
     assert httpx.get(llmkube.base + "/v1/models", headers=AUTH).status_code == 200
-    events = log_events(llmkube)
-    kinds = [e.get("event") for e in events]
+    # The "ready" line is written by a watcher that polls every 0.1 s: it may trail /health.
+    deadline = time.monotonic() + 10
+    while True:
+        events = log_events(llmkube)
+        kinds = [e.get("event") for e in events]
+        if "ready" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert "starting" in kinds and "ready" in kinds
     ignored = next(e for e in events if e.get("event") == "ignored_flags")["flags"]
     assert ignored == ["--n-gpu-layers 99", "--flash-attn on", "--mlock", "--threads 8",
