@@ -8,6 +8,7 @@ draft (100% acceptance: shows the verify-step cost ceiling, not a real draft's s
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from mlx_server.config import EngineConfig, SpecConfig
@@ -15,6 +16,7 @@ from mlx_server.engine.core import EngineCore
 from mlx_server.engine.loader import load_model
 from mlx_server.engine.types import GenerationRequest, SamplingParams
 from mlx_server.loading.default_model import default_model_path
+from mlx_server.platform import ensure_fast_blas
 
 CODE = ("Rename the variable `total` to `acc` in this code and print it again.\n\n"
         "def total_price(items):\n    total = 0\n    for item in items:\n"
@@ -41,6 +43,8 @@ def decode_rate(core: EngineCore, prompt: list[int], n: int) -> tuple[float, int
 
 
 def main() -> None:
+    # Measured as the server runs: with OpenBLAS preloaded (mlx_server/platform.py).
+    ensure_fast_blas(sys.argv[1:], module="bench.speculative")
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=32, help="tokens per run")
     ap.add_argument("--modes", default="off,ngram,draft=same", help="comma-separated; off first")

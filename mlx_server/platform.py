@@ -37,8 +37,9 @@ def blas_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def ensure_fast_blas(argv: list[str]) -> None:
-    """Re-exec this process with OpenBLAS preloaded, once, when that helps."""
+def ensure_fast_blas(argv: list[str], module: str = "mlx_server") -> None:
+    """Re-exec this process (`python -m module argv...`) with OpenBLAS preloaded, once,
+    when that helps."""
     if not sys.platform.startswith("linux") or os.environ.get(_REEXEC_MARK):
         return
     if os.environ.get("MLX_SERVER_NO_BLAS_REEXEC") == "1":
@@ -49,7 +50,7 @@ def ensure_fast_blas(argv: list[str]) -> None:
     env[_REEXEC_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "mlx_server", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
 
 
 def loaded_blas() -> str:
