@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -176,8 +177,16 @@ class AsyncEngine(BackgroundWorker):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
 
-        def emit(out: GenerationOutput) -> None:  # engine thread: delivered after the step
-            self._outbox.append((loop, queue, out))
+        def emit(out: GenerationOutput) -> None:
+            if threading.current_thread() is self._thread:
+                self._outbox.append((loop, queue, out))  # delivered after the step
+                return
+            # Another thread (an abort before the engine saw the request): no step may
+            # come to deliver it, so deliver it now.
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, out)
+            except RuntimeError:  # the client's loop is gone
+                pass
 
         matcher = None
         if request.sampling.grammar is not None:  # compiling drops the GIL; keep it off the loop

@@ -141,6 +141,22 @@ async def test_prompt_inside_window_snapshots_without_a_split(tmp_path):
         cold.shutdown()
 
 
+async def test_abort_before_the_engine_sees_a_request_ends_its_stream(tiny_llama_dir):
+    """The abort's final output comes from the aborting thread, not from an engine step:
+    it must still reach the reader (here no step will ever run again)."""
+    eng = make_engine(tiny_llama_dir)
+    eng.shutdown()  # the engine loop is gone; the core still takes requests
+    req = GenerationRequest("early", eng.render_chat([{"role": "user", "content": "hi"}]),
+                            SamplingParams(max_tokens=4))
+    stream = eng.generate(req)
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.05)  # the request now sits in the engine's inbox
+    await eng.abort("early")
+    out = await asyncio.wait_for(first, 5)
+    assert out.finish_reason == "abort"
+    await stream.aclose()
+
+
 async def test_stop_string_not_in_output(llama):
     full, _ = await run(llama, "Hello", n=24)
     stop = full[5:8]
