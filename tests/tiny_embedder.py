@@ -46,3 +46,16 @@ def build_qwen3_embedder(out: Path, pooling: str = "lasttoken",
     (out / "sentence_bert_config.json").write_text(json.dumps(
         {"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False}))
     return out
+
+
+def running_embedder(tmp_dir: Path):
+    """A tiny Qwen3-style embedder (Matryoshka 16/32) served by a ready EmbeddingEngine;
+    a generator for module-scoped fixtures."""
+    from mlx_server.embeddings.engine import EmbeddingEngine
+    from mlx_server.embeddings.model import load_embedding_model
+
+    model = load_embedding_model(build_qwen3_embedder(tmp_dir / "e", matryoshka=[16, 32]))
+    engine = EmbeddingEngine(lambda: model, "tiny-embed").start()
+    assert engine.wait_ready(60)
+    yield engine
+    engine.shutdown()

@@ -204,16 +204,16 @@ class _EngineCollector(Collector):
         yield counter("vllm:prefix_cache_hits",
                       "Prefix cache hits, in terms of number of cached tokens.",
                       stats.get("prefix_cache_hit_tokens", 0))
-        if "spec_steps" in stats:  # speculative decoding is on (vLLM's names)
+        if "spec_steps" in stats:  # speculative decoding is on (vLLM's names where it has one)
             for key, name, doc in (
-                    ("spec_steps", "spec_decode_num_drafts", "Draft-and-verify steps."),
-                    ("spec_draft_tokens", "spec_decode_num_draft_tokens", "Draft tokens proposed."),
-                    ("spec_accepted_tokens", "spec_decode_num_accepted_tokens",
+                    ("spec_steps", "vllm:spec_decode_num_drafts", "Draft-and-verify steps."),
+                    ("spec_draft_tokens", "vllm:spec_decode_num_draft_tokens",
+                     "Draft tokens proposed."),
+                    ("spec_accepted_tokens", "vllm:spec_decode_num_accepted_tokens",
                      "Draft tokens accepted."),
-                    ("spec_fallback_steps", "spec_decode_num_fallback_steps",
+                    ("spec_fallback_steps", "mlxserver:spec_decode_num_fallback_steps",
                      "Steps decoded without drafts: a cache that cannot be cut back.")):
-                yield counter(f"vllm:{name}" if "fallback" not in key else f"mlxserver:{name}",
-                              doc, stats.get(key, 0))
+                yield counter(name, doc, stats.get(key, 0))
 
 
 def _kv_format_gauge(stats: dict[str, Any], labels: list[str]) -> GaugeMetricFamily:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tiny_embedder import build_qwen3_embedder
+from tiny_embedder import running_embedder
 
 from mlx_server.config import EngineConfig
 from mlx_server.engine.types import EmbeddingClient, EngineClient
@@ -31,13 +31,5 @@ def tiny_engine(tiny_llama_dir) -> Iterator[EngineClient]:
 
 @pytest.fixture(scope="module")
 def tiny_embedder(tmp_path_factory) -> Iterator[EmbeddingClient]:
-    from mlx_server.embeddings.engine import EmbeddingEngine
-    from mlx_server.embeddings.model import load_embedding_model
-
-    path = build_qwen3_embedder(tmp_path_factory.mktemp("emb") / "e", matryoshka=[16, 32])
-    model = load_embedding_model(path)
-    engine = EmbeddingEngine(lambda: model, "tiny-embed").start()
-    assert engine.wait_ready(60)
-    yield engine
-    engine.shutdown()
+    yield from running_embedder(tmp_path_factory.mktemp("emb"))
 

@@ -8,11 +8,9 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from tiny_embedder import MAX_SEQ_LENGTH, build_qwen3_embedder
+from tiny_embedder import MAX_SEQ_LENGTH, running_embedder
 
 from mlx_server.config import AppConfig
-from mlx_server.embeddings.engine import EmbeddingEngine
-from mlx_server.embeddings.model import load_embedding_model
 from mlx_server.server import create_app
 
 from .conftest import CHAT, USER_HI, assert_schema
@@ -24,12 +22,7 @@ TEXTS = ["The quick brown fox.", "Hello world!", "Paris is the capital of France
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory):
-    path = build_qwen3_embedder(tmp_path_factory.mktemp("emb") / "e", matryoshka=[16, 32])
-    model = load_embedding_model(path)
-    engine = EmbeddingEngine(lambda: model, "tiny-embed").start()
-    assert engine.wait_ready(60)
-    yield engine
-    engine.shutdown()
+    yield from running_embedder(tmp_path_factory.mktemp("emb"))
 
 
 def _client(engine, embeddings, generation=True) -> httpx.AsyncClient:

@@ -45,3 +45,16 @@ def chat_prompt(loaded, n_images=1):
     text = tok.apply_chat_template(chat_messages(n_images), add_generation_prompt=True,
                                    tokenize=False)
     return list(tok.encode(text, add_special_tokens=False))
+
+
+def running_engine(path, name):
+    """An AsyncEngine on `path`, ready; a generator for module-scoped fixtures."""
+    from mlx_server.config import EngineConfig
+    from mlx_server.engine.async_engine import AsyncEngine
+    from mlx_server.engine.loader import load_model
+
+    eng = AsyncEngine(lambda: load_model(path), EngineConfig(max_slots=2), name)
+    eng.start()
+    assert eng.wait_ready(120)
+    yield eng
+    eng.shutdown()

@@ -8,14 +8,12 @@ import mlx.core as mx
 import pytest
 from tiny_vlm import IMAGE_TOKENS
 
-from mlx_server.config import EngineConfig
-from mlx_server.engine.async_engine import AsyncEngine
 from mlx_server.engine.loader import load_model
 from mlx_server.engine.types import GenerationRequest, InvalidRequestError, SamplingParams
 
 from .conftest import chat_messages as _messages
 from .conftest import chat_prompt as _prompt
-from .conftest import image_bytes
+from .conftest import image_bytes, running_engine
 
 RED, BLUE = image_bytes((255, 0, 0)), image_bytes((0, 0, 255))
 
@@ -78,11 +76,7 @@ def test_split_prefill_equals_mlx_vlm_forward(loaded, tiny_vlm_dir):
 
 @pytest.fixture(scope="module")
 def engine(tiny_vlm_dir):
-    eng = AsyncEngine(lambda: load_model(tiny_vlm_dir), EngineConfig(max_slots=2), "tiny-vlm")
-    eng.start()
-    assert eng.wait_ready(120)
-    yield eng
-    eng.shutdown()
+    yield from running_engine(tiny_vlm_dir, "tiny-vlm")
 
 
 async def _generate(eng, image, rid):

@@ -19,7 +19,7 @@ from mlx_server.vision.qwen import QwenVisionModel
 
 from .conftest import chat_messages as _messages
 from .conftest import chat_prompt as _prompt
-from .conftest import image_bytes
+from .conftest import image_bytes, running_engine
 
 RED, BLUE = image_bytes((255, 0, 0), (100, 60)), image_bytes((0, 0, 255), (100, 60))
 SMALL = image_bytes((0, 255, 0), (30, 30))
@@ -105,11 +105,7 @@ def test_split_path_equals_mlx_vlm_forward_and_needs_the_delta(loaded, tiny_qwen
 
 @pytest.fixture(scope="module")
 def engine(tiny_qwen_dir):
-    eng = AsyncEngine(lambda: load_model(tiny_qwen_dir), EngineConfig(max_slots=2), "tiny-qwen")
-    eng.start()
-    assert eng.wait_ready(120)
-    yield eng
-    eng.shutdown()
+    yield from running_engine(tiny_qwen_dir, "tiny-qwen")
 
 
 async def _generate(eng, image, rid, n=8):
