@@ -2,9 +2,9 @@
 
 MLX runs every CPU matmul as an sgemm. With one row, as in single-stream decoding, OpenBLAS's
 sgemm packs the whole weight matrix on every call: Gemma 3's 262,144 x 640 output projection
-takes ~70 ms that way and ~21 ms as numpy's gemv over the same memory (2 pinned cores,
+takes ~70 ms that way and ~21 ms as a gemv over the same memory (2 pinned cores,
 `bench/cuda/cpu_lmhead.py`), and it is most of a decode step. Batches of two or more rows
-keep MLX's sgemm, which is as fast as numpy's there.
+keep MLX's sgemm, which is as fast as a gemv loop or faster there.
 """
 
 from __future__ import annotations

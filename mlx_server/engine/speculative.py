@@ -124,9 +124,6 @@ class SpeculativeBatch(GenerationBatch):
             unrotate(self.prompt_cache)
         logits = self.model(mx.array(inputs), cache=self.prompt_cache)
         lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        # Materialize once: every emitted token's logprobs is a slice of `lp`, and a slice of
-        # an unevaluated array would run the whole verify forward again for each token.
-        mx.eval(lp)
         results = self._verify(lp)
         valid = [len(r.pending) + len(acc) for r, (acc, _, _) in zip(self.rows, results)]
         m = min(valid)
