@@ -36,6 +36,7 @@ stage1() {
     cp .whl/mlxcuda.part00 $W/parts/
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE \
         $(ls .whl/*.whl) 2>&1 | tail -3
+    [ -n "${NO_LLAMA:-}" ] && return 0  # NO_LLAMA=1: no llama-server this time
     tar xJf .whl/llama.tar.xz -C $W
     # The build outlives this call (setsid); stage2 and later calls look at its log.
     setsid nohup bash -c "cd $LLAMA && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
@@ -64,7 +65,10 @@ print("weights", n / 1e9, "GB")
 EOF
     mv $MODEL/tokenizer.model $W/tokenizer.model  # the MLX folder stays as dev_model writes it
     ls -la $MODEL
-    gguf
+    # .whl3: what fastapi 0.165 also imports (opentelemetry), py-spy
+    ls .whl3/*.whl >/dev/null 2>&1 && $PY -m pip install -q --no-index --no-deps --no-compile \
+        --no-cache-dir --target $SITE .whl3/*.whl 2>&1 | tail -3
+    [ -n "${NO_LLAMA:-}" ] || gguf
 }
 
 gguf() {  # .whl3/tokenizer.model, when given, replaces the one from tok.tar.xz
@@ -90,6 +94,16 @@ raw() {  # mlx-lm's own batched benchmark: the raw ceiling at batch 1, 8 and 32
     for b in 1 8 32; do
         $PY -m mlx_lm benchmark --model $MODEL -p 512 -g 128 -b $b -n 3 2>&1 | grep -E "Averages|Trial 1"
     done
+}
+
+gap() {  # single-stream decode: BatchGenerator vs EngineCore vs AsyncEngine, in-process
+    $PY -m bench.cuda.serve_gap --model $MODEL --out $OUT/serve_gap.json 2>&1 | tail -8
+}
+
+single() {  # $1: targets; the HTTP single-stream numbers only
+    mkdir -p $OUT
+    $PY -m bench.run --model $MODEL --targets "$1" --scenarios single --reps 3 \
+        --no-bandwidth --ready-timeout 300 --out-dir $W/bench 2>&1 | grep -A4 -E "Single stream|^## " | tail -40
 }
 
 profile() {

@@ -13,7 +13,7 @@ from typing import Any
 import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
-from . import cpu_head
+from . import cpu_head, cpu_ops
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -73,6 +73,7 @@ def load_model(
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())
     cpu_head.install(model)  # one-row decode steps: gemv instead of MLX's sgemm (CPU only)
+    cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     if chat_template is not None:
         tokenizer._tokenizer.chat_template = chat_template
         tokenizer.has_chat_template = True
