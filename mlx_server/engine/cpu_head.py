@@ -1,10 +1,11 @@
-"""Single-row output projections through a BLAS gemv on MLX's CPU backend.
+"""Decode-step output projections through BLAS directly on MLX's CPU backend.
 
-MLX runs every CPU matmul as an sgemm. With one row, as in single-stream decoding, OpenBLAS's
+MLX runs every CPU matmul as one sgemm. With one row, as in single-stream decoding, OpenBLAS's
 sgemm packs the whole weight matrix on every call: Gemma 3's 262,144 x 640 output projection
 takes ~70 ms that way and ~21 ms as a gemv over the same memory (2 pinned cores,
-`bench/cuda/cpu_lmhead.py`), and it is most of a decode step. Batches of two or more rows
-keep MLX's sgemm, which is as fast as a gemv loop or faster there.
+`bench/cuda/cpu_lmhead.py`), and it is most of a decode step. With 2-16 rows (a batched
+decode step) one sgemm over the whole vocabulary took 75-110 ms and the same product as
+sgemms over blocks of 2,048 weight rows 50-75 ms; more rows (prefill) keep MLX's matmul.
 """
 
 from __future__ import annotations
@@ -22,56 +23,78 @@ from ..platform import find_openblas
 log = logging.getLogger("mlx_server.engine")
 
 
-def _blas() -> Any:
-    """The process's `cblas_sgemv`: the BLAS MLX itself calls when OpenBLAS is preloaded
-    (platform.py). numpy's own OpenBLAS would bring a second thread pool, and the two
-    pools' spinning threads fight over the cores (measured: slower than no gemv at all)."""
+_C_INT, _C_FLOAT, _C_PTR = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+_SIGNATURES = {
+    "cblas_sgemv": [_C_INT] * 4 + [_C_FLOAT, _C_PTR, _C_INT, _C_PTR, _C_INT, _C_FLOAT,
+                                   _C_PTR, _C_INT],
+    "cblas_sgemm": [_C_INT] * 6 + [_C_FLOAT, _C_PTR, _C_INT, _C_PTR, _C_INT, _C_FLOAT,
+                                   _C_PTR, _C_INT],
+}
+
+
+def _blas(name: str) -> Any:
+    """The process's `name` (cblas_sgemv/sgemm): the BLAS MLX itself calls when OpenBLAS is
+    preloaded (platform.py). numpy's own OpenBLAS would bring a second thread pool, and the
+    two pools' spinning threads fight over the cores (measured: slower than no gemv at all)."""
     try:
-        fn = ctypes.CDLL(None).cblas_sgemv
+        fn = getattr(ctypes.CDLL(None), name)
     except (AttributeError, OSError):
-        # Not preloaded (MLX runs its bundled single-threaded BLAS): OpenBLAS's gemv
-        # beside it has no second pool to fight.
+        # Not preloaded (MLX runs its bundled single-threaded BLAS): OpenBLAS beside it
+        # has no second pool to fight.
         lib = find_openblas()
         try:
-            fn = ctypes.CDLL(lib).cblas_sgemv if lib else None
+            fn = getattr(ctypes.CDLL(lib), name) if lib else None
         except (AttributeError, OSError):
             fn = None
         if fn is None:
             return None
     fn.restype = None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_float,
-                   ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                   ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    fn.argtypes = _SIGNATURES[name]
     return fn
 
 
-_ROW_MAJOR, _NO_TRANS = 101, 111
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+# Up to this many rows (a decode step's batch) the projection goes through BLAS here.
+MAX_ROWS = 16
+# Few-row products run as sgemms over blocks of this many weight rows: OpenBLAS's one big
+# sgemm with 2-16 rows took 75-110 ms on Gemma's 262,144 x 640 head, these 50-75 ms.
+CHUNK_ROWS = 2048
 
 
-def _gemv(weight: np.ndarray, x: mx.array) -> mx.array:
+def _project(weight: np.ndarray, x: mx.array) -> mx.array:
+    """x @ weight.T for a few rows of x, straight from the weight's memory."""
     mx.eval(x)
-    row = np.ascontiguousarray(np.asarray(x).reshape(-1), dtype=np.float32)
-    out = np.empty(weight.shape[0], dtype=np.float32)
-    rows, cols = weight.shape
-    _SGEMV(_ROW_MAJOR, _NO_TRANS, rows, cols, 1.0, weight.ctypes.data, cols,
-           row.ctypes.data, 1, 0.0, out.ctypes.data, 1)
-    return mx.array(out).reshape(*x.shape[:-1], rows)
+    cols = weight.shape[1]
+    xs = np.ascontiguousarray(np.asarray(x).reshape(-1, cols), dtype=np.float32)
+    n, vocab = xs.shape[0], weight.shape[0]
+    out = np.empty((n, vocab), dtype=np.float32)
+    w, xp, op = weight.ctypes.data, xs.ctypes.data, out.ctypes.data
+    if n == 1:
+        _SGEMV(_ROW_MAJOR, _NO_TRANS, vocab, cols, 1.0, w, cols, xp, 1, 0.0, op, 1)
+    else:
+        for i in range(0, vocab, CHUNK_ROWS):
+            m = min(CHUNK_ROWS, vocab - i)
+            _SGEMM(_ROW_MAJOR, _NO_TRANS, _TRANS, n, m, cols, 1.0, xp, cols,
+                   w + 4 * i * cols, cols, 0.0, op + 4 * i, vocab)
+    return mx.array(out).reshape(*x.shape[:-1], vocab)
 
 
-_SGEMV = _blas()
+_SGEMV = _blas("cblas_sgemv")
+_SGEMM = _blas("cblas_sgemm")
 
 
-def _one_row(x: mx.array) -> bool:
-    return x.dtype == mx.float32 and x.size == x.shape[-1]
+def _few_rows(x: mx.array) -> bool:
+    return (x.dtype == mx.float32 and x.size // x.shape[-1] <= MAX_ROWS
+            and (_SGEMM is not None or x.size == x.shape[-1]))
 
 
 class _GemvLinear(nn.Linear):
-    """An `nn.Linear` whose one-row calls use gemv (its class is swapped in place, so the
-    parameter tree and the weights are the same objects)."""
+    """An `nn.Linear` whose decode-step calls go through `_project` (its class is swapped
+    in place, so the parameter tree and the weights are the same objects)."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if _one_row(x):
-            y = _gemv(self._np_weight, x)
+        if _few_rows(x):
+            y = _project(self._np_weight, x)
             return y + self["bias"] if "bias" in self else y
         return super().__call__(x)
 
@@ -81,7 +104,7 @@ def _language_model(model: Any) -> Any:
 
 
 def install(model: nn.Module) -> bool:
-    """Route the output projection's one-row calls to gemv, on CPU with float32 weights.
+    """Route the output projection's decode-step calls through BLAS (`_project`), on CPU with float32 weights.
 
     Returns whether it did. Call after the model's final dtype is set: numpy views the
     weight's memory without copying it.
@@ -93,16 +116,17 @@ def install(model: nn.Module) -> bool:
     if type(head) is nn.Linear and head.weight.dtype == mx.float32:
         head._np_weight = np.asarray(head.weight)
         head.__class__ = _GemvLinear
-        log.info("output projection: gemv for one-row steps (%s)", "lm_head")
+        log.info("output projection: BLAS gemv/blocked sgemm for decode steps (%s)", "lm_head")
         return True
     embed = getattr(getattr(lm, "model", None), "embed_tokens", None)
     if type(embed) is nn.Embedding and embed.weight.dtype == mx.float32:
         weight, linear = np.asarray(embed.weight), embed.as_linear
 
         def as_linear(x: mx.array) -> mx.array:
-            return _gemv(weight, x) if _one_row(x) else linear(x)
+            return _project(weight, x) if _few_rows(x) else linear(x)
 
         embed.as_linear = as_linear  # an instance attribute: shadows the method
-        log.info("output projection: gemv for one-row steps (%s)", "tied embedding")
+        log.info("output projection: BLAS gemv/blocked sgemm for decode steps (%s)",
+                 "tied embedding")
         return True
     return False

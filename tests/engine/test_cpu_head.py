@@ -1,36 +1,37 @@
-"""The gemv output projection (engine/cpu_head.py) on tiny models: same logits, same tokens."""
+"""The BLAS output projection (engine/cpu_head.py) on tiny models: same logits, same tokens."""
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from mlx_lm.utils import load_model
 
 from mlx_server.engine import cpu_head
 
-pytestmark = pytest.mark.skipif(cpu_head._SGEMV is None,
+pytestmark = pytest.mark.skipif(cpu_head._SGEMV is None or cpu_head._SGEMM is None,
                                 reason="no OpenBLAS on this machine")
 
 
 @pytest.mark.parametrize("arch", ["tiny_llama_dir", "tiny_gemma_dir"])
-def test_one_row_logits_match_and_batches_keep_sgemm(arch, request):
+def test_decode_step_logits_match_and_prefill_keeps_mlx(arch, request, monkeypatch):
     path = request.getfixturevalue(arch)
     model, _ = load_model(path)
     model.set_dtype(mx.float32)
-    tokens = mx.array([[3, 17, 42, 9, 5]])
-    before_one = model(tokens[:, -1:])
-    before_many = model(tokens)
+    one = mx.array([[3]])
+    few = mx.array([[3], [17], [42], [9], [5]])  # a decode step of five rows
+    prompt = mx.array([list(range(3, 3 + cpu_head.MAX_ROWS + 1))])  # more rows: MLX's matmul
+    before = [model(t) for t in (one, few, prompt)]
+    mx.eval(before)
     assert cpu_head.install(model)
+    monkeypatch.setattr(cpu_head, "CHUNK_ROWS", 96)  # several blocks and a ragged last one
     calls = []
-    real = cpu_head._gemv
-    cpu_head._gemv = lambda w, x: calls.append(x.shape) or real(w, x)
-    try:
-        after_one = model(tokens[:, -1:])
-        after_many = model(tokens)
-    finally:
-        cpu_head._gemv = real
-    assert calls == [(1, 1, 64)]  # only the one-row call took gemv
-    assert mx.allclose(after_one, before_one, atol=1e-4).item()
-    assert mx.array_equal(after_many, before_many).item()
-    assert mx.argmax(after_one, -1).tolist() == mx.argmax(before_one, -1).tolist()
+    real = cpu_head._project
+    monkeypatch.setattr(cpu_head, "_project", lambda w, x: calls.append(x.shape) or real(w, x))
+    after = [model(t) for t in (one, few, prompt)]
+    assert calls == [(1, 1, 64), (5, 1, 64)]
+    for a, b in zip(after, before):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-4)
+        assert mx.argmax(a, -1).tolist() == mx.argmax(b, -1).tolist()
+    assert mx.array_equal(after[2], before[2]).item()
 
 
 def test_not_installed_off_float32(tiny_llama_dir):
