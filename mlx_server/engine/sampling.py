@@ -13,6 +13,7 @@ from mlx_lm.sample_utils import (
     make_logits_processors,
 )
 
+from .np_sampling import NumpySampler
 from .types import InvalidRequestError, SamplingParams
 
 Sampler = Callable[[mx.array], mx.array]
@@ -32,6 +33,8 @@ def make_sampler(params: SamplingParams) -> Sampler:
         # One shared object: the batch generator samples all-greedy batches in one call.
         return greedy
     seed = params.seed if params.seed is not None else secrets.randbits(63)
+    if mx.default_device() == mx.cpu:  # MLX's CPU sort/exp are scalar: see np_sampling.py
+        return NumpySampler(params, seed)
     state = {"key": mx.random.key(seed)}
     inv_temp = 1.0 / params.temperature
     filters: list[Callable[[mx.array], mx.array]] = []
