@@ -381,9 +381,10 @@ def _log_config(ns: argparse.Namespace) -> LogConfig:
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     config = parse_args(args)
-    from .platform import ensure_fast_blas
+    from .platform import bound_malloc, ensure_fast_blas
 
     ensure_fast_blas(args)
+    bound_malloc()
     from .serve import serve  # heavy imports (mlx, fastapi) only after the re-exec
 
     code = serve(config)

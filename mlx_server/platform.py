@@ -8,6 +8,7 @@ process starts, so the CLI re-executes itself once with LD_PRELOAD set.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,32 @@ def ensure_fast_blas(argv: list[str], module: str = "mlx_server") -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 4 << 20
+
+
+def bound_malloc() -> bool:
+    """Return freed large buffers to the OS (Linux/glibc), so resident memory follows use.
+
+    MLX's CPU backend allocates with malloc. glibc raises its mmap threshold each time a
+    large mmapped block is freed (up to 32 MiB), after which blocks that size come from
+    heap arenas that are only trimmed from the top: resident memory ratchets up to the
+    largest mix of buffers ever live (a soak saw one-off 40-60 MiB steps). A fixed
+    threshold turns the adjustment off. MLX_SERVER_MMAP_THRESHOLD (bytes; 0 = leave
+    glibc alone) overrides it.
+    """
+    value = int(os.environ.get("MLX_SERVER_MMAP_THRESHOLD", MMAP_THRESHOLD))
+    if value <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):  # not glibc (musl has no mallopt)
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, value) == 1
+    return ok and mallopt(_M_TRIM_THRESHOLD, 2 * value) == 1
 
 
 def loaded_blas() -> str:

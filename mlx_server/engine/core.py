@@ -237,17 +237,24 @@ class EngineCore:
         for seq in [s for s in (*self.waiting, *self.running.values()) if s.deadline_passed(now)]:
             self._finish_by_id(seq.request_id, "timeout", "The request exceeded its timeout.")
 
-    def _reserved(self) -> int:
-        return sum(s.reserved_bytes for s in self.running.values())
+    def _reserved(self, *extra: Sequence) -> int:
+        """The running batch's KV bytes at its worst (every row at its final length, padded
+        as mlx-lm pads), with `extra` rows added."""
+        rows = [*self.running.values(), *extra]
+        # The largest prompt chunk one step reads (_set_prefill_chunk).
+        chunk = 4 * self.config.prefill_step_size
+        return self.budget.batch_bytes([len(s.prompt) + s.max_tokens for s in rows], chunk)
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.config.max_slots:
             seq = self.waiting[0]
-            free = self.budget.total - self._reserved()
-            if seq.reserved_bytes > free - self.prefix.nbytes:
-                self.prefix.shrink_to(free - seq.reserved_bytes)
-            if seq.reserved_bytes > free:
-                return  # memory pressure: wait for running sequences to finish
+            need = self._reserved(seq)
+            if need > self.budget.total - self.prefix.nbytes:
+                self.prefix.shrink_to(self.budget.total - need)
+            # Memory pressure: the head of the queue waits (FIFO, nobody overtakes it) until
+            # running rows finish; alone it always starts (submit checked it fits alone).
+            if need > self.budget.total and self.running:
+                return
             self.waiting.popleft()
             try:
                 self._start(seq)
@@ -313,8 +320,10 @@ class EngineCore:
         return [prompt[reused:cut], prompt[cut:]]
 
     def _store(self, tokens: list[int], cache: list[Any]) -> None:
-        """Keep a sequence's cache for later requests, as arrays of its own."""
+        """Keep a sequence's cache for later requests, as arrays of its own, in what the
+        running batch's worst case leaves of the budget."""
         self.prefix.insert(list(tokens), detach(cache))
+        self.prefix.shrink_to(self.budget.total - self._reserved())
 
     def _snapshot(self, uid: int, end_of_prompt: bool) -> None:
         """Keep the cache of the prompt (up to its generation header) for later requests."""

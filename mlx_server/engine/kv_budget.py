@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,8 @@ from mlx import nn
 from mlx_lm.models.cache import make_prompt_cache
 
 log = logging.getLogger("mlx_server.engine")
+
+STEP = 256  # mlx-lm's BatchKVCache.step: batched caches grow this many tokens at a time
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,21 @@ class KVBudget:
 
     def bytes_for(self, n_tokens: int) -> int:
         return sum(per * (min(n_tokens, cap) if cap else n_tokens) for per, cap in self.layers)
+
+    def batch_bytes(self, lengths: Sequence[int], chunk: int = 1) -> int:
+        """Bytes of a batch whose rows end at these lengths (prompt + max_tokens).
+
+        mlx-lm's batched caches left-pad every row to the longest and grow in steps of
+        `STEP` tokens, so a batch holds rows x the longest row, not the sum of the rows
+        (one 2,000-token row beside seven short ones costs eight 2,000-token rows). A
+        sliding-window layer holds up to its window + `chunk` - 1 tokens while a prompt
+        chunk of `chunk` tokens is read.
+        """
+        if not lengths:
+            return 0
+        longest = -(-max(lengths) // STEP) * STEP
+        return len(lengths) * sum(per * (min(longest, cap + chunk - 1) if cap else longest)
+                                  for per, cap in self.layers)
 
     @property
     def bytes_per_token(self) -> int:
