@@ -198,6 +198,9 @@ class _EngineCollector(Collector):
                          ("prefix_cache_bytes", "KV-cache bytes kept in the prefix cache.")):
             if key in stats:
                 yield gauge(f"mlxserver:{key}", doc, stats[key])
+        yield counter("mlxserver:prefix_cache_evictions",
+                      "Prefix-cache entries evicted to stay within the KV budget.",
+                      stats.get("prefix_cache_evictions", 0))
         yield counter("vllm:prefix_cache_queries",
                       "Prefix cache queries, in terms of number of queried tokens.",
                       stats.get("prefix_cache_queried_tokens", 0))

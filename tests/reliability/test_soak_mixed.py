@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from e2e.conftest import start_server
 
-from bench.soak import embedding_model_path, report, run_load, slope_per_min
+from bench.soak import embedding_model_path, report, run_load, scrape, slope_per_min
 
 from .fault_helpers import assert_idle, keep_log
 
@@ -37,9 +37,10 @@ def test_mixed_soak_is_clean_and_flat(soak_server):
     assert {"chat", "chat-stream", "completion", "completion-stream", "embedding"} <= set(kinds)
     samples, s = out["samples"], out["summary"]
     assert s["requests"] >= 15, s  # ~8 tok/s on a shared CPU: few, but all kinds
-    # The budget bounds the cache, and warm-up filled it (so later requests evict).
+    # The budget bounds the cache, and the load filled it: entries were evicted. (What the
+    # running batch's padded worst case leaves is the prefix cache's share of the budget.)
     assert s["prefix_cache_max_mib"] <= BUDGET / 2**20 + 0.01
-    assert s["prefix_cache_max_mib"] > BUDGET / 2**20 / 2, s
+    assert scrape(soak_server.base)["mlxserver:prefix_cache_evictions_total"] > 0, s
     # Flat: after warm-up (the first half) RSS neither trends up nor jumps. A real leak of
     # even 100 KiB a request (~2 requests/s here) shows as > 10 MiB/min.
     half = samples[len(samples) // 2:]

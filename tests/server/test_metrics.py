@@ -55,6 +55,7 @@ async def test_llamacpp_series_have_llama_servers_names_and_types(client):
         assert f"# TYPE {name} histogram\n" in text
     for name, kind in (("vllm:prefix_cache_queries", "counter"),
                        ("vllm:prefix_cache_hits", "counter"),
+                       ("mlxserver:prefix_cache_evictions", "counter"),
                        ("vllm:kv_cache_usage_perc", "gauge")):
         assert f"# TYPE {name} {kind}\n" in text or f"# TYPE {name}_total {kind}\n" in text
 
