@@ -142,11 +142,13 @@ class EngineCore:
         if n >= ctx:
             raise PromptTooLongError(n, ctx)
         max_tokens = max(1, min(request.sampling.max_tokens, ctx - n))
-        need = self.budget.bytes_for(n + max_tokens)
+        # What it holds alone, padded as mlx-lm pads: a request that fits always starts.
+        need = self._batch_bytes([n + max_tokens])
         if need > self.budget.total:
             raise CapacityError(
                 f"The request needs {need} bytes of KV cache ({n} prompt + {max_tokens} new "
-                f"tokens) but the cache budget is {self.budget.total} bytes; lower max_tokens."
+                f"tokens, in mlx-lm's padded buffers) but the cache budget is "
+                f"{self.budget.total} bytes; lower max_tokens."
             )
         check_logit_bias(request.sampling, self.loaded.vocab_size)
         seq = Sequence(request, emit, self.tok, max_tokens, reserved_bytes=need)
@@ -241,9 +243,11 @@ class EngineCore:
         """The running batch's KV bytes at its worst (every row at its final length, padded
         as mlx-lm pads), with `extra` rows added."""
         rows = [*self.running.values(), *extra]
-        # The largest prompt chunk one step reads (_set_prefill_chunk).
-        chunk = 4 * self.config.prefill_step_size
-        return self.budget.batch_bytes([len(s.prompt) + s.max_tokens for s in rows], chunk)
+        return self._batch_bytes([len(s.prompt) + s.max_tokens for s in rows])
+
+    def _batch_bytes(self, lengths: list[int]) -> int:
+        # With the largest prompt chunk one step reads (_set_prefill_chunk).
+        return self.budget.batch_bytes(lengths, chunk=4 * self.config.prefill_step_size)
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.config.max_slots:

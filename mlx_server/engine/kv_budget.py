@@ -17,6 +17,12 @@ log = logging.getLogger("mlx_server.engine")
 STEP = 256  # mlx-lm's BatchKVCache.step: batched caches grow this many tokens at a time
 
 
+def padded_length(n_tokens: int) -> int:
+    """The most tokens a batched cache's buffer holds for a longest row of `n_tokens`:
+    rounded up to a step, plus the step of spare room a buffer can carry over."""
+    return (-(-n_tokens // STEP) + 1) * STEP
+
+
 @dataclass(frozen=True)
 class KVBudget:
     """Per-layer bytes per token (with each layer's window, if any) and the total budget."""
@@ -28,17 +34,19 @@ class KVBudget:
         return sum(per * (min(n_tokens, cap) if cap else n_tokens) for per, cap in self.layers)
 
     def batch_bytes(self, lengths: Sequence[int], chunk: int = 1) -> int:
-        """Bytes of a batch whose rows end at these lengths (prompt + max_tokens).
+        """Bytes of a batch whose rows end at these lengths (prompt + max_tokens), at most.
 
         mlx-lm's batched caches left-pad every row to the longest and grow in steps of
         `STEP` tokens, so a batch holds rows x the longest row, not the sum of the rows
         (one 2,000-token row beside seven short ones costs eight 2,000-token rows). A
+        buffer can also keep up to one step of room that an earlier row allocated (a
+        batch that a row left, sliced, is grown by whole steps): one step more. A
         sliding-window layer holds up to its window + `chunk` - 1 tokens while a prompt
         chunk of `chunk` tokens is read.
         """
         if not lengths:
             return 0
-        longest = -(-max(lengths) // STEP) * STEP
+        longest = padded_length(max(lengths))
         return len(lengths) * sum(per * (min(longest, cap + chunk - 1) if cap else longest)
                                   for per, cap in self.layers)
 
