@@ -13,6 +13,7 @@ from typing import Any
 import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
+
 from . import cpu_head, cpu_ops
 
 log = logging.getLogger("mlx_server.engine")

@@ -5,29 +5,23 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+from mlx_lm.sample_utils import apply_top_p
 
 from mlx_server.engine import np_sampling
 from mlx_server.engine.np_sampling import NumpySampler
 from mlx_server.engine.sampling import greedy, make_sampler
+from mlx_server.engine.spec_draft import target_logprobs
 from mlx_server.engine.types import SamplingParams
 
 
 def _reference(lp: mx.array, sp: SamplingParams) -> np.ndarray:
-    """The distribution engine/sampling.py's MLX path draws from."""
-    x = lp
-    if 0 < sp.top_p < 1:
-        x = apply_top_p(x, sp.top_p)
-    if sp.min_p > 0:
-        x = apply_min_p(x, sp.min_p, 1)
-    if sp.top_k > 0:
-        x = apply_top_k(x, sp.top_k)
-    return np.array(mx.softmax(x / sp.temperature, axis=-1))[0]
+    """The distribution the MLX path (and speculative verification) draws from."""
+    return np.exp(np.array(target_logprobs(lp, sp)))[0]
 
 
-PARAMS = [dict(temperature=1.0), dict(temperature=0.5), dict(temperature=0.8, top_p=0.7),
-          dict(temperature=1.3, min_p=0.1), dict(temperature=0.9, top_k=5),
-          dict(temperature=0.7, top_p=0.9, min_p=0.05, top_k=8)]
+PARAMS = [{"temperature": 1.0}, {"temperature": 0.5}, {"temperature": 0.8, "top_p": 0.7},
+          {"temperature": 1.3, "min_p": 0.1}, {"temperature": 0.9, "top_k": 5},
+          {"temperature": 0.7, "top_p": 0.9, "min_p": 0.05, "top_k": 8}]
 
 
 @pytest.mark.parametrize("kw", PARAMS)
