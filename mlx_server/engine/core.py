@@ -151,7 +151,7 @@ class EngineCore:
                 f"{self.budget.total} bytes; lower max_tokens."
             )
         check_logit_bias(request.sampling, self.loaded.vocab_size)
-        seq = Sequence(request, emit, self.tok, max_tokens, reserved_bytes=need)
+        seq = Sequence(request, emit, self.tok, max_tokens)
         if matcher is not None or request.sampling.thought is not None:
             seq.control = OutputControl(request.sampling, matcher, self.loaded.vocab_size,
                                         request.request_id)
@@ -253,12 +253,12 @@ class EngineCore:
         while self.waiting and len(self.running) < self.config.max_slots:
             seq = self.waiting[0]
             need = self._reserved(seq)
-            if need > self.budget.total - self.prefix.nbytes:
-                self.prefix.shrink_to(self.budget.total - need)
             # Memory pressure: the head of the queue waits (FIFO, nobody overtakes it) until
             # running rows finish; alone it always starts (submit checked it fits alone).
+            # The prefix cache is kept while it waits: evicting it would not make room.
             if need > self.budget.total and self.running:
                 return
+            self.prefix.shrink_to(self.budget.total - need)
             self.waiting.popleft()
             try:
                 self._start(seq)

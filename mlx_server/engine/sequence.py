@@ -24,7 +24,6 @@ class Sequence:
     emit: Emit
     tokenizer: Any
     max_tokens: int
-    reserved_bytes: int = 0
     control: Any = None  # the grammar/thought logits processor (engine/constrained.py)
     uid: int | None = None
     cached_tokens: int = 0
