@@ -86,3 +86,24 @@ def test_a_row_joining_as_another_leaves_prefill_stays_within_its_bound(tiny_lla
     # The rows' final lengths rounded up to a step alone would not have held them.
     per_token = core.budget.bytes_per_token
     assert max(held / (per_token * len(rows)) for held, _, rows in seen) > 512
+
+
+def test_a_waiting_request_leaves_the_prefix_cache_alone(tiny_llama_dir):
+    """Evicting entries for a request that still cannot start would only lose them."""
+    loaded = load_model(tiny_llama_dir)
+    per_row = EngineCore(loaded, EngineConfig()).budget.batch_bytes([len(LONG) + 40])
+    core = EngineCore(loaded, EngineConfig(max_slots=4, cache_bytes=int(1.5 * per_row)))
+    _run(core, [SHORT[0]], [8])  # its cache is kept for later requests
+    kept = core.prefix.nbytes
+    assert 0 < kept <= core.budget.total - per_row
+    outs: dict = {}
+    for i in range(2):  # one row fits beside the kept entry; two rows never fit
+        sp = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+        core.submit(GenerationRequest(f"w{i}", LONG, sp),
+                    lambda o, i=i: outs.setdefault(i, []).extend(o.token_ids))
+    core.step()
+    assert len(core.running) == 1 and len(core.waiting) == 1
+    assert core.prefix.nbytes >= kept
+    while core.has_work():
+        core.step()
+    assert len(outs[0]) == len(outs[1]) == 40
