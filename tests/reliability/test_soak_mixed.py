@@ -41,8 +41,9 @@ def test_mixed_soak_is_clean_and_flat(soak_server):
     # running batch's padded worst case leaves is the prefix cache's share of the budget.)
     assert s["prefix_cache_max_mib"] <= BUDGET / 2**20 + 0.01
     assert scrape(soak_server.base)["mlxserver:prefix_cache_evictions_total"] > 0, s
-    # Flat: after warm-up (the first half) RSS neither trends up nor jumps. A real leak of
-    # even 100 KiB a request (~2 requests/s here) shows as > 10 MiB/min.
+    # Flat: after warm-up (the first half) RSS neither trends up nor jumps. At the ~0.5-1
+    # requests/s this budget allows, that catches leaks of ~1 MiB a request, not smaller
+    # ones (a 100 KiB/request leak reads 5-7 MiB/min); `python -m bench.soak` runs longer.
     half = samples[len(samples) // 2:]
     slope = slope_per_min(half, "rss_mib")
     assert slope < 40, (slope, [round(x["rss_mib"]) for x in samples])
