@@ -96,6 +96,17 @@ raw() {  # mlx-lm's own batched benchmark: the raw ceiling at batch 1, 8 and 32
     done
 }
 
+interleave() {  # single-stream paths back to back per rep (drift-proof ratios)
+    $PY -m bench.cuda.interleave --model $MODEL --out $OUT/interleave.json 2>&1 | tail -8
+}
+
+pyspy() {  # py-spy (from .whl3) over generator and core single-stream runs
+    for w in generator core; do
+        $SITE/bin/py-spy record -r 400 -f raw -o $OUT/$w.txt -- $PY -m bench.cuda.one_path \
+            --model $MODEL $w 2>&1 | grep -E "^(generator|core) "
+    done
+}
+
 gap() {  # single-stream decode: BatchGenerator vs EngineCore vs AsyncEngine, in-process
     $PY -m bench.cuda.serve_gap --model $MODEL --out $OUT/serve_gap.json 2>&1 | tail -8
 }
