@@ -99,8 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=int, help="shrink: hidden size (the HTTP-overhead bench "
+                    "wants steps far cheaper than serving work; the vocabulary stays Gemma's)")
+    ap.add_argument("--layers", type=int, help="shrink: number of layers")
     args = ap.parse_args(argv)
-    nbytes = write_random_model(args.out, GEMMA3_270M, args.dtype, args.seed)
+    config = dict(GEMMA3_270M)
+    if args.hidden:
+        config.update(hidden_size=args.hidden, intermediate_size=2 * args.hidden, head_dim=64,
+                      query_pre_attn_scalar=64)
+    if args.layers:
+        config["num_hidden_layers"] = args.layers
+    nbytes = write_random_model(args.out, config, args.dtype, args.seed)
     write_gemma_tokenizer(args.out)
     print(f"wrote {args.out} ({nbytes / 1e9:.2f} GB of {args.dtype} weights)", file=sys.stderr)
     print(os.fspath(args.out))

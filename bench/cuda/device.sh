@@ -107,6 +107,28 @@ pyspy() {  # py-spy (from .whl3) over generator and core single-stream runs
     done
 }
 
+spy32() {  # served aggregate at 32 with py-spy on the server, and the engine alone
+    mkdir -p $OUT /tmp/ps
+    [ -x /tmp/ps/py_spy-0.4.3.data/scripts/py-spy ] || $PY -m zipfile -e .whl3/py_spy-*.whl /tmp/ps
+    local spy=/tmp/ps/py_spy-0.4.3.data/scripts/py-spy pid port
+    chmod +x $spy
+    $PY -m bench.cuda.engine_burst --model $MODEL --n 32 2>&1 | grep "^n="
+    $PY -m bench.run --model $MODEL --targets mlx-server --scenarios sweep --levels 32,32,32 \
+        --no-bandwidth --ready-timeout 300 --out-dir $W/bench > $W/spy32.log 2>&1 &
+    for _ in $(seq 600); do
+        pid=$(pgrep -f "mlx_server --model" | head -1)
+        port=$([ -n "$pid" ] && ps -o args= -p $pid | grep -o -- "--port [0-9]*" | cut -d" " -f2)
+        [ -n "$port" ] && curl -sf -m 1 localhost:$port/health >/dev/null && break
+        sleep 0.3
+    done
+    sleep 8  # past the warm-up, into the first level
+    $spy record -p $pid -r 100 -d 15 --nonblocking --threads -f raw -o $W/srv32.txt 2>&1 | tail -1
+    wait
+    grep -E "^[|] 32 [|]" $(ls -t $W/bench/2*.md | head -1)
+    $PY -m bench.cuda.spy_top $W/srv32.txt --threads --top 14 --skip load_model > $OUT/spy32.txt
+    head -80 $OUT/spy32.txt
+}
+
 gap() {  # single-stream decode: BatchGenerator vs EngineCore vs AsyncEngine, in-process
     $PY -m bench.cuda.serve_gap --model $MODEL --out $OUT/serve_gap.json 2>&1 | tail -8
 }

@@ -1,0 +1,49 @@
+"""Our EngineCore alone (no HTTP) on a burst of N greedy requests: the in-process ceiling
+that the served aggregate at N clients is compared with.
+
+    python -m bench.cuda.engine_burst --model DIR [--n 32] [--tokens 64] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, type=Path)
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from mlx_server.config import EngineConfig
+    from mlx_server.engine.core import EngineCore
+    from mlx_server.engine.loader import load_model
+    from mlx_server.engine.types import GenerationRequest, SamplingParams
+
+    loaded = load_model(args.model)
+    core = EngineCore(loaded, EngineConfig(max_slots=args.n))
+    base = "Once upon a time in a small village by the sea there lived an old fisherman who " * 8
+    for rep in range(args.reps):
+        sp = SamplingParams(max_tokens=args.tokens, temperature=0.0, ignore_eos=True)
+        t0 = time.perf_counter()
+        for i in range(args.n):  # distinct ~100-token prompts: no prefix-cache hits
+            prompt = loaded.tokenizer.encode(f"[{rep}-{i}-{t0}] " + base)[:100]
+            core.submit(GenerationRequest(f"b{rep}-{i}", prompt, sp), lambda out: None)
+        steps = []
+        while core.has_work():
+            s = time.perf_counter()
+            core.step()
+            steps.append(time.perf_counter() - s)
+        wall = time.perf_counter() - t0
+        print(f"n={args.n} wall {wall:.2f} s, aggregate {args.n * args.tokens / wall:.1f} tok/s, "
+              f"{len(steps)} steps, median step {sorted(steps)[len(steps) // 2] * 1000:.2f} ms",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
