@@ -112,7 +112,7 @@ spy32() {  # served aggregate at 32 with py-spy on the server, and the engine al
     [ -x /tmp/ps/py_spy-0.4.3.data/scripts/py-spy ] || $PY -m zipfile -e .whl3/py_spy-*.whl /tmp/ps
     local spy=/tmp/ps/py_spy-0.4.3.data/scripts/py-spy pid port
     chmod +x $spy
-    $PY -m bench.cuda.engine_burst --model $MODEL --n 32 2>&1 | grep "^n="
+    $PY -m bench.cuda.engine_burst --model $MODEL --n 32 2>&1 | grep " n="
     $PY -m bench.run --model $MODEL --targets mlx-server --scenarios sweep --levels 32,32,32 \
         --no-bandwidth --ready-timeout 300 --out-dir $W/bench > $W/spy32.log 2>&1 &
     for _ in $(seq 600); do
@@ -127,6 +127,10 @@ spy32() {  # served aggregate at 32 with py-spy on the server, and the engine al
     grep -E "^[|] 32 [|]" $(ls -t $W/bench/2*.md | head -1)
     $PY -m bench.cuda.spy_top $W/srv32.txt --threads --top 14 --skip load_model > $OUT/spy32.txt
     head -80 $OUT/spy32.txt
+}
+
+burst() {  # the engine alone vs mlx-lm's BatchGenerator on a 32-request burst, back to back
+    $PY -m bench.cuda.engine_burst --model $MODEL --n 32 --reps ${REPS:-4} 2>&1 | grep " n="
 }
 
 gap() {  # single-stream decode: BatchGenerator vs EngineCore vs AsyncEngine, in-process

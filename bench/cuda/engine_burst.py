@@ -1,5 +1,7 @@
 """Our EngineCore alone (no HTTP) on a burst of N greedy requests: the in-process ceiling
-that the served aggregate at N clients is compared with.
+that the served aggregate at N clients is compared with. Each rep also drives mlx-lm's
+BatchGenerator directly on the same prompts (`generator`), back to back, so the engine's
+own share of a step shows despite host drift.
 
     python -m bench.cuda.engine_burst --model DIR [--n 32] [--tokens 64] [--reps 3]
 """
@@ -30,19 +32,41 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         sp = SamplingParams(max_tokens=args.tokens, temperature=0.0, ignore_eos=True)
         t0 = time.perf_counter()
-        for i in range(args.n):  # distinct ~100-token prompts: no prefix-cache hits
-            prompt = loaded.tokenizer.encode(f"[{rep}-{i}-{t0}] " + base)[:100]
+        # distinct ~100-token prompts: no prefix-cache hits
+        prompts = [loaded.tokenizer.encode(f"[{rep}-{i}-{t0}] " + base)[:100] for i in range(args.n)]
+        for i, prompt in enumerate(prompts):
             core.submit(GenerationRequest(f"b{rep}-{i}", prompt, sp), lambda out: None)
         steps = []
         while core.has_work():
             s = time.perf_counter()
             core.step()
             steps.append(time.perf_counter() - s)
-        wall = time.perf_counter() - t0
-        print(f"n={args.n} wall {wall:.2f} s, aggregate {args.n * args.tokens / wall:.1f} tok/s, "
-              f"{len(steps)} steps, median step {sorted(steps)[len(steps) // 2] * 1000:.2f} ms",
-              flush=True)
+        _report("engine", args, time.perf_counter() - t0, steps)
+        _report("generator", args, *_generator(loaded.model, [[7] + p[1:] for p in prompts], args))
     return 0
+
+
+def _generator(model: object, prompts: list[list[int]], args: argparse.Namespace) -> tuple[float, list[float]]:
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+
+    gen = BatchGenerator(model, completion_batch_size=args.n, prefill_batch_size=args.n,
+                         stream=mx.new_stream(mx.default_device()))
+    t0 = time.perf_counter()
+    gen.insert(prompts, max_tokens=[args.tokens] * len(prompts))
+    steps, done = [], 0
+    with mx.stream(gen.stream):
+        while done < len(prompts):
+            s = time.perf_counter()
+            _, rs = gen._next()
+            steps.append(time.perf_counter() - s)
+            done += sum(1 for r in rs if r.finish_reason)
+    return time.perf_counter() - t0, steps
+
+
+def _report(name: str, args: argparse.Namespace, wall: float, steps: list[float]) -> None:
+    print(f"{name} n={args.n} wall {wall:.2f} s, aggregate {args.n * args.tokens / wall:.1f} tok/s, "
+          f"{len(steps)} steps, median step {sorted(steps)[len(steps) // 2] * 1000:.2f} ms", flush=True)
 
 
 if __name__ == "__main__":
