@@ -8,7 +8,9 @@ comparing paths run minutes apart misleads. Each rep here runs, on the same fres
 2. `batch-caches`: the same loop over those caches merged into mlx-lm's batched classes;
 3. `generator`: mlx-lm's BatchGenerator (what mlx_lm.server and our engine drive);
 4. `engine`: our EngineCore with the server's defaults;
-5. `stream_generate`: mlx-lm's own single-sequence generator (the "raw" ceiling).
+5. `stream_generate`: mlx-lm's own single-sequence generator (the "raw" ceiling);
+6. `plain/-norm-scale`, `engine/-norm-scale`: 1 and 4 with Gemma's RMSNorm computing its
+   (1 + weight) scale every call, as mlx-lm does (engine/norm_scale.py undone).
 
 and prints per-rep tok/s and the per-rep ratios to `plain`, whose spread is what to quote.
 
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.cuda.cache_cost import PROMPT, _loop, _prefilled
     from bench.cuda.serve_gap import bare, core
     from mlx_server.config import EngineConfig
+    from mlx_server.engine import norm_scale
     from mlx_server.engine.loader import load_model
 
     loaded = load_model(args.model)
@@ -63,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         r["generator"] = bare(model, prompt.tolist(), args.tokens)
         r["engine"] = core(loaded, config, prompt.tolist(), args.tokens, i)
         r["stream_generate"] = _stream_generate(model, loaded.tokenizer, prompt.tolist(), args.tokens)
+        if norm_scale.uninstall(model):
+            try:
+                cache, y = _prefilled(model, prompt)
+                r["plain/-norm-scale"] = _loop(model, cache, y, args.tokens)
+                r["engine/-norm-scale"] = core(loaded, config, prompt.tolist(), args.tokens, 1000 + i)
+            finally:
+                norm_scale.install(model)
         runs.append(r)
         print({k: round(v, 1) for k, v in r.items()},
               {k: round(v / r["plain"], 2) for k, v in r.items() if k != "plain"}, flush=True)

@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
 
-from . import cpu_head, cpu_ops
+from . import cpu_head, cpu_ops, norm_scale
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -75,6 +75,7 @@ def load_model(
     mx.eval(model.parameters())
     cpu_head.install(model)  # one-row decode steps: gemv instead of MLX's sgemm (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
+    norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step
     if chat_template is not None:
         tokenizer._tokenizer.chat_template = chat_template
         tokenizer.has_chat_template = True
