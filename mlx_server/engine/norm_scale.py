@@ -24,14 +24,18 @@ _PATTERN = "return mx.fast.rms_norm(x, 1.0 + self.weight, self.eps)"
 _subclasses: dict[type, type | None] = {}
 
 
-def _call(self: Any, x: mx.array) -> mx.array:
-    w = self.weight
-    cached = self.__dict__.get("_offset_scale")
+def _scale(module: Any) -> mx.array:
+    w = module.weight
+    cached = module.__dict__.get("_offset_scale")
     if cached is None or cached[0] is not w:
         cached = (w, 1.0 + w)
         # object.__setattr__: nn.Module would file an array (or a tuple) as a parameter.
-        object.__setattr__(self, "_offset_scale", cached)
-    return mx.fast.rms_norm(x, cached[1], self.eps)
+        object.__setattr__(module, "_offset_scale", cached)
+    return cached[1]
+
+
+def _call(self: Any, x: mx.array) -> mx.array:
+    return mx.fast.rms_norm(x, _scale(self), self.eps)
 
 
 def _patched_class(cls: type) -> type | None:
@@ -55,6 +59,7 @@ def install(model: nn.Module) -> int:
         sub = _patched_class(type(module))
         if sub is not None:
             module.__class__ = sub
+            mx.eval(_scale(module))  # at load, not inside the first request's step
             n += 1
     if n:
         log.info("offset RMSNorm: (1 + weight) precomputed in %d norms", n)

@@ -81,3 +81,4 @@ def test_uninstall_restores_the_classes(tiny_gemma_dir):
     assert norm_scale.uninstall(model) == n
     assert all(type(m) is gemma3_text.RMSNorm for m in _norms(model))
     assert norm_scale.install(model) == n
+
