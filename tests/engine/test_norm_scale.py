@@ -58,7 +58,7 @@ def test_replaced_weight_is_used(tiny_gemma_dir):
 
 
 def test_other_norms_left_alone(tiny_llama_dir):
-    class Scaled(nn.Module):  # same name and fields, a different body
+    class Scaled(nn.Module):  # the same fields, a different body
         def __init__(self):
             super().__init__()
             self.weight = mx.ones((4,))
