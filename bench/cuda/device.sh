@@ -100,18 +100,25 @@ interleave() {  # single-stream paths back to back per rep (drift-proof ratios)
     $PY -m bench.cuda.interleave --model $MODEL --out $OUT/interleave.json 2>&1 | tail -8
 }
 
-pyspy() {  # py-spy (from .whl3) over generator and core single-stream runs
+spy_bin() {  # py-spy from .whl3 (pip's --target install does not place its binary)
+    local spy=/tmp/ps/py_spy-0.4.3.data/scripts/py-spy
+    [ -x $spy ] || { mkdir -p /tmp/ps && $PY -m zipfile -e .whl3/py_spy-*.whl /tmp/ps && chmod +x $spy; }
+    echo $spy
+}
+
+pyspy() {  # py-spy over generator and core single-stream runs
+    local spy
+    spy=$(spy_bin)
     for w in generator core; do
-        $SITE/bin/py-spy record -r 400 -f raw -o $OUT/$w.txt -- $PY -m bench.cuda.one_path \
+        $spy record -r 400 -f raw -o $OUT/$w.txt -- $PY -m bench.cuda.one_path \
             --model $MODEL $w 2>&1 | grep -E "^(generator|core) "
     done
 }
 
 spy32() {  # served aggregate at 32 with py-spy on the server, and the engine alone
-    mkdir -p $OUT /tmp/ps
-    [ -x /tmp/ps/py_spy-0.4.3.data/scripts/py-spy ] || $PY -m zipfile -e .whl3/py_spy-*.whl /tmp/ps
-    local spy=/tmp/ps/py_spy-0.4.3.data/scripts/py-spy pid port
-    chmod +x $spy
+    mkdir -p $OUT
+    local spy pid port
+    spy=$(spy_bin)
     $PY -m bench.cuda.engine_burst --model $MODEL --n 32 2>&1 | grep " n="
     $PY -m bench.run --model $MODEL --targets mlx-server --scenarios sweep --levels 32,32,32 \
         --no-bandwidth --ready-timeout 300 --out-dir $W/bench > $W/spy32.log 2>&1 &

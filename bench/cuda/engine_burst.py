@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             core.step()
             steps.append(time.perf_counter() - s)
         _report("engine", args, time.perf_counter() - t0, steps)
-        _report("generator", args, *_generator(loaded.model, [[7] + p[1:] for p in prompts], args))
+        _report("generator", args, *_generator(loaded.model, prompts, args))
     return 0
 
 

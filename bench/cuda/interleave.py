@@ -30,10 +30,10 @@ from typing import Any
 def _stream_generate(model: Any, tokenizer: Any, prompt: list[int], tokens: int) -> float:
     from mlx_lm.generate import stream_generate
 
-    stamps = []
-    for _ in stream_generate(model, tokenizer, prompt, max_tokens=tokens):
-        stamps.append(time.perf_counter())
-    return (len(stamps) - 2) / (stamps[-1] - stamps[1])
+    from bench.cuda.serve_gap import _rate
+
+    stamps = [time.perf_counter() for _ in stream_generate(model, tokenizer, prompt, max_tokens=tokens)]
+    return _rate(stamps)
 
 
 def main(argv: list[str] | None = None) -> int:
