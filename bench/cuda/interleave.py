@@ -9,8 +9,10 @@ comparing paths run minutes apart misleads. Each rep here runs, on the same fres
 3. `generator`: mlx-lm's BatchGenerator (what mlx_lm.server and our engine drive);
 4. `engine`: our EngineCore with the server's defaults;
 5. `stream_generate`: mlx-lm's own single-sequence generator (the "raw" ceiling);
-6. `plain/-norm-scale`, `engine/-norm-scale`: 1 and 4 with Gemma's RMSNorm computing its
-   (1 + weight) scale every call, as mlx-lm does (engine/norm_scale.py undone).
+6. `plain/-M`, `engine/-M` for each kernel-cutting module M the loader installed
+   (`norm-scale`, `gelu-gate`, `proj-fuse`, and `all` of them): 1 and 4 with M undone,
+   as mlx-lm runs the model (`stream_generate/-all`: raw mlx-lm, stock). On odd reps these come before 1-5, so drift within a rep
+   does not always favour one side.
 
 and prints per-rep tok/s and the per-rep ratios to `plain`, whose spread is what to quote.
 
@@ -49,15 +51,36 @@ def main(argv: list[str] | None = None) -> int:
     from bench.cuda.cache_cost import PROMPT, _loop, _prefilled
     from bench.cuda.serve_gap import bare, core
     from mlx_server.config import EngineConfig
-    from mlx_server.engine import norm_scale
+    from mlx_server.engine import gelu_gate, norm_scale, proj_fuse
     from mlx_server.engine.loader import load_model
 
     loaded = load_model(args.model)
     model, config = loaded.model, EngineConfig()
+    modules = {"norm-scale": norm_scale, "gelu-gate": gelu_gate, "proj-fuse": proj_fuse}
+    undo = {k: [m] for k, m in modules.items()} | {"all": list(modules.values())}
     runs: list[dict[str, float]] = []
     for i in range(args.reps):
         prompt = mx.random.randint(0, loaded.vocab_size, (PROMPT,))
         r: dict[str, float] = {}
+
+        def without(mods: list[Any], tag: str, seed: int) -> None:
+            undone = [m for m in mods if m.uninstall(model)]
+            if not undone:
+                return
+            try:
+                cache, y = _prefilled(model, prompt)
+                r[f"plain/-{tag}"] = _loop(model, cache, y, args.tokens)
+                r[f"engine/-{tag}"] = core(loaded, config, prompt.tolist(), args.tokens, seed)
+                if tag == "all":  # mlx-lm's stock model: the raw ceiling the target is about
+                    r["stream_generate/-all"] = _stream_generate(model, loaded.tokenizer,
+                                                                 prompt.tolist(), args.tokens)
+            finally:
+                for m in undone:
+                    m.install(model)
+
+        if i % 2:
+            for j, (tag, mods) in enumerate(undo.items()):
+                without(mods, tag, 1000 * (j + 1) + i)
         cache, y = _prefilled(model, prompt)
         r["plain"] = _loop(model, cache, y, args.tokens)
         cache, y = _prefilled(model, prompt)
@@ -66,17 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         r["generator"] = bare(model, prompt.tolist(), args.tokens)
         r["engine"] = core(loaded, config, prompt.tolist(), args.tokens, i)
         r["stream_generate"] = _stream_generate(model, loaded.tokenizer, prompt.tolist(), args.tokens)
-        if norm_scale.uninstall(model):
-            try:
-                cache, y = _prefilled(model, prompt)
-                r["plain/-norm-scale"] = _loop(model, cache, y, args.tokens)
-                r["engine/-norm-scale"] = core(loaded, config, prompt.tolist(), args.tokens, 1000 + i)
-            finally:
-                norm_scale.install(model)
+        if not i % 2:
+            for j, (tag, mods) in enumerate(undo.items()):
+                without(mods, tag, 1000 * (j + 1) + i)
         runs.append(r)
         print({k: round(v, 1) for k, v in r.items()},
               {k: round(v / r["plain"], 2) for k, v in r.items() if k != "plain"}, flush=True)
     ratios = {k: [r[k] / r["plain"] for r in runs] for k in runs[0] if k != "plain"}
+    for k in [k for k in runs[0] if k.startswith("engine/-")]:  # the engine with vs without
+        ratios[f"engine vs {k}"] = [r["engine"] / r[k] for r in runs]
+    if "stream_generate/-all" in runs[0]:
+        ratios["engine vs stream_generate/-all"] = [r["engine"] / r["stream_generate/-all"] for r in runs]
+    for k in [k for k in runs[0] if k.startswith("plain/-")]:
+        ratios[f"plain vs {k}"] = [r["plain"] / r[k] for r in runs]
     summary = {k: (round(min(v), 2), round(statistics.median(v), 2), round(max(v), 2))
                for k, v in ratios.items()}
     print("ratio to plain (min, median, max):", summary)

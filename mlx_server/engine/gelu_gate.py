@@ -1,0 +1,77 @@
+"""Gemma's MLP gate, gelu(gate) * up, as one compiled kernel on a GPU.
+
+mlx-lm's Gemma MLP runs `nn.gelu_approx` (itself compiled into one kernel) and then the
+multiply by `up` as a second kernel. Compiling the two together leaves one elementwise
+kernel a layer; a small model's decode step on a GPU is bound by how many kernels it
+launches (bench/cuda/RESULTS.md). Fused kernels keep every intermediate in the arrays'
+dtype, so results are bit-identical. Only a class whose `__call__` is exactly mlx-lm's
+one line is swapped, as in norm_scale.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from functools import partial
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.nn.layers.activations import gelu_approx  # MLX's own, even where cpu_ops swapped nn's
+
+log = logging.getLogger("mlx_server.engine")
+
+_PATTERN = "return self.down_proj(nn.gelu_approx(self.gate_proj(x)) * self.up_proj(x))"
+_subclasses: dict[type, type | None] = {}
+
+
+@partial(mx.compile, shapeless=True)
+def gelu_mul(gate: mx.array, up: mx.array) -> mx.array:
+    return gelu_approx(gate) * up
+
+
+def _call(self: Any, x: mx.array) -> mx.array:
+    return self.down_proj(gelu_mul(self.gate_proj(x), self.up_proj(x)))
+
+
+def _patched_class(cls: type) -> type | None:
+    if cls not in _subclasses:
+        try:
+            body = [line.strip() for line in inspect.getsource(cls.__call__).splitlines()]
+        except (OSError, TypeError):
+            body = []
+        code = [line for line in body if line and not line.startswith(("def ", "#", '"""'))]
+        ok = code == [_PATTERN]
+        _subclasses[cls] = type(cls.__name__, (cls,), {"__call__": _call}) if ok else None
+    return _subclasses[cls]
+
+
+def install(model: nn.Module, on_cpu: bool = False) -> int:
+    """Swap every Gemma MLP for one with a fused gate; returns how many.
+
+    Off on MLX's CPU backend unless `on_cpu`: there cpu_ops.py runs large gelus through
+    numpy, and launches are not what a CPU step waits on.
+    """
+    if mx.default_device() == mx.cpu and not on_cpu:
+        return 0
+    n = 0
+    for _, module in model.named_modules():
+        if type(module) in _subclasses.values():
+            continue
+        sub = _patched_class(type(module))
+        if sub is not None:
+            module.__class__ = sub
+            n += 1
+    if n:
+        log.info("Gemma MLP: gelu(gate) * up fused into one kernel in %d layers", n)
+    return n
+
+
+def uninstall(model: nn.Module) -> int:
+    """Undo `install`; returns how many MLPs reverted."""
+    n = 0
+    for _, module in model.named_modules():
+        if type(module) in _subclasses.values():
+            module.__class__ = type(module).__bases__[0]
+            n += 1
+    return n
