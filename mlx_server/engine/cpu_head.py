@@ -4,14 +4,17 @@ MLX runs every CPU matmul as one sgemm. With one row, as in single-stream decodi
 sgemm packs the whole weight matrix on every call: Gemma 3's 262,144 x 640 output projection
 takes ~70 ms that way and ~21 ms as a gemv over the same memory (2 pinned cores,
 `bench/cuda/cpu_lmhead.py`), and it is most of a decode step. With 2-16 rows (a batched
-decode step) one sgemm over the whole vocabulary took 75-110 ms and the same product as
-sgemms over blocks of 2,048 weight rows 50-75 ms; more rows (prefill) keep MLX's matmul.
+decode step) one sgemm over the whole vocabulary took 75-110 ms; as sgemms over blocks small enough for
+OpenBLAS's direct kernel (no copy of the weights, no thread pool), split between two
+threads, 55-86 ms against 78-128 ms for blocks of 2,048 rows on one thread (8 rows, runs
+alternated, `bench/cpu_head.py`). More rows (prefill) keep MLX's matmul.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import mlx.core as mx
@@ -56,13 +59,32 @@ def _blas(name: str) -> Any:
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # Up to this many rows (a decode step's batch) the projection goes through BLAS here.
 MAX_ROWS = 16
-# Few-row products run as sgemms over blocks of this many weight rows: OpenBLAS's one big
-# sgemm with 2-16 rows took 75-110 ms on Gemma's 262,144 x 640 head, these 50-75 ms.
-CHUNK_ROWS = 2048
+# Multiply-adds per few-row sgemm block (rows x block x width): 8 x 128 x 640 on Gemma 3.
+# OpenBLAS (0.3.21, SkylakeX/Cooperlake kernels) runs products under ~1M multiply-adds
+# through its direct kernel, which reads the weights where they lie (the blocked path
+# first copies every weight block); 2x and 0.5x this were slower or no faster.
+BLOCK_WORK = 8 * 128 * 640
+# The helper thread that multiplies the second half of the weight rows: the calls release
+# the GIL, and each thread's sgemm runs single-threaded on its own core.
+_HELPER: ThreadPoolExecutor | None = None
+
+
+def block_rows(n: int, cols: int) -> int:
+    """Weight rows per sgemm for an n-row product: a power of two, 32 at least."""
+    return 1 << max(5, (BLOCK_WORK // (n * cols)).bit_length() - 1)
+
+
+def _sgemm_rows(xp: int, n: int, cols: int, w: int, lo: int, hi: int, op: int,
+                vocab: int, block: int) -> None:
+    for i in range(lo, hi, block):
+        m = min(block, hi - i)
+        _SGEMM(_ROW_MAJOR, _NO_TRANS, _TRANS, n, m, cols, 1.0, xp, cols,
+               w + 4 * i * cols, cols, 0.0, op + 4 * i, vocab)
 
 
 def _project(weight: np.ndarray, x: mx.array) -> mx.array:
     """x @ weight.T for a few rows of x, straight from the weight's memory."""
+    global _HELPER
     mx.eval(x)
     cols = weight.shape[1]
     xs = np.ascontiguousarray(np.asarray(x).reshape(-1, cols), dtype=np.float32)
@@ -72,10 +94,15 @@ def _project(weight: np.ndarray, x: mx.array) -> mx.array:
     if n == 1:
         _SGEMV(_ROW_MAJOR, _NO_TRANS, vocab, cols, 1.0, w, cols, xp, 1, 0.0, op, 1)
     else:
-        for i in range(0, vocab, CHUNK_ROWS):
-            m = min(CHUNK_ROWS, vocab - i)
-            _SGEMM(_ROW_MAJOR, _NO_TRANS, _TRANS, n, m, cols, 1.0, xp, cols,
-                   w + 4 * i * cols, cols, 0.0, op + 4 * i, vocab)
+        block = block_rows(n, cols)
+        half = (vocab // 2 + block - 1) // block * block
+        if _HELPER is None:
+            _HELPER = ThreadPoolExecutor(1, thread_name_prefix="mlx-server-head")
+        other = _HELPER.submit(_sgemm_rows, xp, n, cols, w, half, vocab, op, vocab, block)
+        try:
+            _sgemm_rows(xp, n, cols, w, 0, half, op, vocab, block)
+        finally:
+            other.result()  # out and xs stay alive until the helper is done with them
     return mx.array(out).reshape(*x.shape[:-1], vocab)
 
 

@@ -22,7 +22,8 @@ def test_decode_step_logits_match_and_prefill_keeps_mlx(arch, request, monkeypat
     before = [model(t) for t in (one, few, prompt)]
     mx.eval(before)
     assert cpu_head.install(model)
-    monkeypatch.setattr(cpu_head, "CHUNK_ROWS", 96)  # several blocks and a ragged last one
+    # 32-row blocks: both threads' halves span several blocks, the helper's ends ragged
+    monkeypatch.setattr(cpu_head, "BLOCK_WORK", 5 * 64 * 32)
     calls = []
     real = cpu_head._project
     monkeypatch.setattr(cpu_head, "_project", lambda w, x: calls.append(x.shape) or real(w, x))
@@ -38,3 +39,14 @@ def test_not_installed_off_float32(tiny_llama_dir):
     model, _ = load_model(tiny_llama_dir)
     model.set_dtype(mx.bfloat16)
     assert not cpu_head.install(model)
+
+
+@pytest.mark.parametrize("n,cols,rows", [(8, 640, 128), (4, 640, 256), (16, 640, 64),
+                                         (2, 640, 512), (3, 640, 256), (8, 64, 1024)])
+def test_block_rows_keep_blocks_near_the_direct_kernel_size(n, cols, rows):
+    assert cpu_head.block_rows(n, cols) == rows
+    assert n * rows * cols <= cpu_head.BLOCK_WORK
+
+
+def test_block_rows_floor():
+    assert cpu_head.block_rows(16, 100_000) == 32
