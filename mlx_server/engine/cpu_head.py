@@ -95,7 +95,7 @@ def _project(weight: np.ndarray, x: mx.array) -> mx.array:
         _SGEMV(_ROW_MAJOR, _NO_TRANS, vocab, cols, 1.0, w, cols, xp, 1, 0.0, op, 1)
     else:
         block = block_rows(n, cols)
-        half = (vocab // 2 + block - 1) // block * block
+        half = min(vocab, (vocab // 2 + block - 1) // block * block)
         if _HELPER is None:
             _HELPER = ThreadPoolExecutor(1, thread_name_prefix="mlx-server-head")
         other = _HELPER.submit(_sgemm_rows, xp, n, cols, w, half, vocab, op, vocab, block)

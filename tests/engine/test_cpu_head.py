@@ -50,3 +50,15 @@ def test_block_rows_keep_blocks_near_the_direct_kernel_size(n, cols, rows):
 
 def test_block_rows_floor():
     assert cpu_head.block_rows(16, 100_000) == 32
+
+
+@pytest.mark.parametrize("vocab", [1, 31, 32, 33, 100, 4096 + 7])
+@pytest.mark.parametrize("n", [2, 5, 16])
+def test_project_any_vocab_against_numpy(vocab, n):
+    """Blocks larger than the whole weight, one ragged block, many: never past the ends."""
+    rng = np.random.default_rng(vocab * n)
+    weight = rng.standard_normal((vocab, 48), dtype=np.float32)
+    x = mx.array(rng.standard_normal((n, 1, 48), dtype=np.float32))
+    got = np.array(cpu_head._project(weight, x))
+    assert got.shape == (n, 1, vocab)
+    np.testing.assert_allclose(got[:, 0], np.array(x)[:, 0] @ weight.T, rtol=1e-4, atol=1e-4)
