@@ -8,6 +8,7 @@
 #   bash bench/cuda/device.sh stage2   # second part, install, model folder, GGUF
 #   bash bench/cuda/device.sh bench TARGETS   # bench.run on the bf16 model
 #   bash bench/cuda/device.sh profile  # where a decode step's time goes
+#   bash bench/cuda/device.sh kernels  # kernels per decode step, module by module
 set -uo pipefail
 W=/tmp/w                    # survives between calls on a warm machine
 SITE=$W/site
@@ -137,7 +138,15 @@ spy32() {  # served aggregate at 32 with py-spy on the server, and the engine al
 }
 
 burst() {  # the engine alone vs mlx-lm's BatchGenerator on a 32-request burst, back to back
-    $PY -m bench.cuda.engine_burst --model $MODEL --n 32 --reps ${REPS:-4} 2>&1 | grep " n="
+    # AB=--ab: also the engine with gelu_gate and proj_fuse undone
+    mkdir -p $OUT
+    $PY -m bench.cuda.engine_burst --model $MODEL --n 32 --reps ${REPS:-4} ${AB:-} 2>&1 \
+        | grep " n=" | tee $OUT/burst.txt
+}
+
+kernels() {  # primitives per decode step with each kernel-cutting module, and CUPTI's count
+    mkdir -p $OUT
+    $PY -m bench.cuda.kernel_count --model $MODEL --cupti --out $OUT/kernel_count.json 2>&1 | tail -8
 }
 
 gap() {  # single-stream decode: BatchGenerator vs EngineCore vs AsyncEngine, in-process

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         t0 = time.perf_counter()
 
-        def encode(tag: str) -> list[list[int]]:  # distinct ~100-token prompts: no prefix-cache hits
+        def encode(tag: str, rep: int = rep, t0: float = t0) -> list[list[int]]:  # distinct ~100-token prompts: no prefix-cache hits
             return [loaded.tokenizer.encode(f"[{tag}{rep}-{i}-{t0}] " + base)[:100] for i in range(args.n)]
 
         prompts = encode("")

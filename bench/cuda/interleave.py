@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         prompt = mx.random.randint(0, loaded.vocab_size, (PROMPT,))
         r: dict[str, float] = {}
 
-        def without(mods: list[Any], tag: str, seed: int) -> None:
+        def without(mods: list[Any], tag: str, seed: int, r: dict[str, float] = r,
+                    prompt: Any = prompt) -> None:
             undone = [m for m in mods if m.uninstall(model)]
             if not undone:
                 return

@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import mlx.core as mx
-
     from mlx_lm.utils import load_model
 
     from mlx_server.engine import gelu_gate, norm_scale, proj_fuse
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in (1, 32):
                 try:
                     result[name][f"cupti_B={b}"] = _cupti(model, b)
-                except Exception as e:  # the graph counts above still stand
+                except Exception as e:  # noqa: BLE001 - the graph counts above still stand
                     result[name][f"cupti_B={b}"] = f"failed: {e!r}"[:200]
         print(name, {k: (v["kernels"] if isinstance(v, dict) else v) for k, v in result[name].items()},
               flush=True)

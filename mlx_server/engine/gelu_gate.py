@@ -4,7 +4,8 @@ mlx-lm's Gemma MLP runs `nn.gelu_approx` (itself compiled into one kernel) and t
 multiply by `up` as a second kernel. Compiling the two together leaves one elementwise
 kernel a layer; a small model's decode step on a GPU is bound by how many kernels it
 launches (bench/cuda/RESULTS.md). Fused kernels keep every intermediate in the arrays'
-dtype, so results are bit-identical. Only a class whose `__call__` is exactly mlx-lm's
+dtype, so on CPU results are bit-identical (tests); on a GPU only checked together with
+proj_fuse.py (last-bit differences, RESULTS.md session 5). Only a class whose `__call__` is exactly mlx-lm's
 one line is swapped, as in norm_scale.py.
 """
 
@@ -16,7 +17,7 @@ from functools import partial
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx.nn.layers.activations import gelu_approx  # MLX's own, even where cpu_ops swapped nn's
 
 log = logging.getLogger("mlx_server.engine")

@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
 
-from . import cpu_head, cpu_ops, norm_scale
+from . import cpu_head, cpu_ops, gelu_gate, norm_scale, proj_fuse
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -76,6 +76,8 @@ def load_model(
     cpu_head.install(model)  # one-row decode steps: gemv instead of MLX's sgemm (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step
+    gelu_gate.install(model)  # Gemma's gelu(gate) * up: one kernel (not on CPU)
+    proj_fuse.install(model)  # q/k/v and gate/up: one matmul per group (not on CPU)
     if chat_template is not None:
         tokenizer._tokenizer.chat_template = chat_template
         tokenizer.has_chat_template = True

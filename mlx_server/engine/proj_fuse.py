@@ -8,6 +8,10 @@ others return their columns of it when called with that same array (identity, no
 value). Models need no change and the parameter tree keeps its names: each member's
 weight becomes a view of the stacked one (no second copy), and a member whose weight was
 replaced (load_weights, update) has its group restacked on the next call.
+
+Not bit-identical in general: a wider matmul may get another kernel or blocking, so the
+last bits can change, as they do when a batch changes size (CPU: identical for one row,
+~3e-6 apart over 4x64 rows in float32; H100 bf16: bench/cuda/RESULTS.md, session 5).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 log = logging.getLogger("mlx_server.engine")
 

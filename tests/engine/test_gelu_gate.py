@@ -1,7 +1,7 @@
 """Gemma's gelu(gate) * up as one compiled kernel (engine/gelu_gate.py)."""
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx_lm.models import gemma3_text
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load_model

@@ -1,7 +1,7 @@
 """Sibling projections (q/k/v, gate/up) as one matmul per group (engine/proj_fuse.py)."""
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load_model
