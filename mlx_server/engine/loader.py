@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
 
-from . import cpu_head, cpu_ops, gelu_gate, norm_scale, proj_fuse
+from . import cpu_blocked, cpu_head, cpu_ops, gelu_gate, norm_scale, proj_fuse
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -74,6 +74,7 @@ def load_model(
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())
     cpu_head.install(model)  # one-row decode steps: gemv instead of MLX's sgemm (CPU only)
+    cpu_blocked.install(model)  # few-row linears: blocked sgemms on two streams (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step
     gelu_gate.install(model)  # Gemma's gelu(gate) * up: one kernel (not on CPU)
