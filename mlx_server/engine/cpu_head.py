@@ -4,10 +4,11 @@ MLX runs every CPU matmul as one sgemm. With one row, as in single-stream decodi
 sgemm packs the whole weight matrix on every call: Gemma 3's 262,144 x 640 output projection
 takes ~70 ms that way and ~21 ms as a gemv over the same memory (2 pinned cores,
 `bench/cuda/cpu_lmhead.py`), and it is most of a decode step. With 2-16 rows (a batched
-decode step) one sgemm over the whole vocabulary took 75-110 ms; as sgemms over blocks small enough for
-OpenBLAS's direct kernel (no copy of the weights, no thread pool), split between two
-threads, 55-86 ms against 78-128 ms for blocks of 2,048 rows on one thread (8 rows, runs
-alternated, `bench/cpu_head.py`). More rows (prefill) keep MLX's matmul.
+decode step) one sgemm over the whole vocabulary took 75-110 ms and sgemms over blocks of
+2,048 weight rows 85-91 ms inside a batch-8 engine step; here the blocks are small enough
+for OpenBLAS's direct kernel (no copy of the weights, no thread pool) and split between
+two threads: 61-64 ms (runs alternated in one process: `python -m bench.cpu_ab --off head`).
+More rows (prefill) keep MLX's matmul.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ MAX_ROWS = 16
 # first copies every weight block); 2x and 0.5x this were slower or no faster.
 BLOCK_WORK = 8 * 128 * 640
 # The helper thread that multiplies the second half of the weight rows: the calls release
-# the GIL, and each thread's sgemm runs single-threaded on its own core.
+# the GIL, and each thread's sgemm runs single-threaded on its own core. SPLIT = False
+# keeps every block on the calling thread (bench/cpu_ab.py measures with and without).
+SPLIT = True
 _HELPER: ThreadPoolExecutor | None = None
 
 
@@ -93,6 +96,8 @@ def _project(weight: np.ndarray, x: mx.array) -> mx.array:
     w, xp, op = weight.ctypes.data, xs.ctypes.data, out.ctypes.data
     if n == 1:
         _SGEMV(_ROW_MAJOR, _NO_TRANS, vocab, cols, 1.0, w, cols, xp, 1, 0.0, op, 1)
+    elif not SPLIT:
+        _sgemm_rows(xp, n, cols, w, 0, vocab, op, vocab, block_rows(n, cols))
     else:
         block = block_rows(n, cols)
         half = min(vocab, (vocab // 2 + block - 1) // block * block)

@@ -52,10 +52,12 @@ def test_block_rows_floor():
     assert cpu_head.block_rows(16, 100_000) == 32
 
 
+@pytest.mark.parametrize("split", [True, False])
 @pytest.mark.parametrize("vocab", [1, 31, 32, 33, 100, 4096 + 7])
 @pytest.mark.parametrize("n", [2, 5, 16])
-def test_project_any_vocab_against_numpy(vocab, n):
+def test_project_any_vocab_against_numpy(vocab, n, split, monkeypatch):
     """Blocks larger than the whole weight, one ragged block, many: never past the ends."""
+    monkeypatch.setattr(cpu_head, "SPLIT", split)
     rng = np.random.default_rng(vocab * n)
     weight = rng.standard_normal((vocab, 48), dtype=np.float32)
     x = mx.array(rng.standard_normal((n, 1, 48), dtype=np.float32))
