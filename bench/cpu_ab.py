@@ -20,8 +20,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlx_server.platform import ensure_fast_blas
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             got: dict[int, list[int]] = {i: [] for i in range(args.n)}
             for i, p in enumerate(prompts):
                 core.submit(GenerationRequest(f"ab{rep}-{variant}-{i}", p, sp),
-                            lambda o, i=i: got[i].extend(o.token_ids))
+                            lambda o, i=i, g=got: g[i].extend(o.token_ids))
             steps = []
             while core.has_work():
                 t = time.perf_counter()

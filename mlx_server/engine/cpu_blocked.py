@@ -22,7 +22,9 @@ import threading
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
+
+from .class_swap import revert
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -106,9 +108,4 @@ def install(model: nn.Module) -> int:
 
 def uninstall(model: nn.Module) -> int:
     """Undo `install` (for A/B measurement). Returns how many it restored."""
-    n = 0
-    for _, m in _language_model(model).named_modules():
-        if type(m) is _BlockedLinear:
-            m.__class__ = nn.Linear
-            n += 1
-    return n
+    return revert(_language_model(model), _BlockedLinear)

@@ -6,12 +6,11 @@ kernel a layer; a small model's decode step on a GPU is bound by how many kernel
 launches (bench/cuda/RESULTS.md). Fused kernels keep every intermediate in the arrays'
 dtype, so on CPU results are bit-identical (tests); on a GPU only checked together with
 proj_fuse.py (last-bit differences, RESULTS.md session 5). Only a class whose `__call__` is exactly mlx-lm's
-one line is swapped, as in norm_scale.py.
+one line is swapped (class_swap.py).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from functools import partial
 from typing import Any
@@ -20,10 +19,9 @@ import mlx.core as mx
 from mlx import nn
 from mlx.nn.layers.activations import gelu_approx  # MLX's own, even where cpu_ops swapped nn's
 
-log = logging.getLogger("mlx_server.engine")
+from .class_swap import ClassSwap
 
-_PATTERN = "return self.down_proj(nn.gelu_approx(self.gate_proj(x)) * self.up_proj(x))"
-_subclasses: dict[type, type | None] = {}
+log = logging.getLogger("mlx_server.engine")
 
 
 @partial(mx.compile, shapeless=True)
@@ -35,16 +33,8 @@ def _call(self: Any, x: mx.array) -> mx.array:
     return self.down_proj(gelu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
-def _patched_class(cls: type) -> type | None:
-    if cls not in _subclasses:
-        try:
-            body = [line.strip() for line in inspect.getsource(cls.__call__).splitlines()]
-        except (OSError, TypeError):
-            body = []
-        code = [line for line in body if line and not line.startswith(("def ", "#", '"""'))]
-        ok = code == [_PATTERN]
-        _subclasses[cls] = type(cls.__name__, (cls,), {"__call__": _call}) if ok else None
-    return _subclasses[cls]
+_SWAP = ClassSwap("return self.down_proj(nn.gelu_approx(self.gate_proj(x)) * self.up_proj(x))",
+                  _call)
 
 
 def install(model: nn.Module, on_cpu: bool = False) -> int:
@@ -55,14 +45,7 @@ def install(model: nn.Module, on_cpu: bool = False) -> int:
     """
     if mx.default_device() == mx.cpu and not on_cpu:
         return 0
-    n = 0
-    for _, module in model.named_modules():
-        if type(module) in _subclasses.values():
-            continue
-        sub = _patched_class(type(module))
-        if sub is not None:
-            module.__class__ = sub
-            n += 1
+    n = _SWAP.install(model)
     if n:
         log.info("Gemma MLP: gelu(gate) * up fused into one kernel in %d layers", n)
     return n
@@ -70,9 +53,4 @@ def install(model: nn.Module, on_cpu: bool = False) -> int:
 
 def uninstall(model: nn.Module) -> int:
     """Undo `install`; returns how many MLPs reverted."""
-    n = 0
-    for _, module in model.named_modules():
-        if type(module) in _subclasses.values():
-            module.__class__ = type(module).__bases__[0]
-            n += 1
-    return n
+    return _SWAP.uninstall(model)

@@ -10,18 +10,15 @@ so results are bit-identical and weight updates still apply.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 
-log = logging.getLogger("mlx_server.engine")
+from .class_swap import ClassSwap
 
-# The exact body this replaces; a class whose __call__ says anything else is left alone.
-_PATTERN = "return mx.fast.rms_norm(x, 1.0 + self.weight, self.eps)"
-_subclasses: dict[type, type | None] = {}
+log = logging.getLogger("mlx_server.engine")
 
 
 def _scale(module: Any) -> mx.array:
@@ -38,29 +35,14 @@ def _call(self: Any, x: mx.array) -> mx.array:
     return mx.fast.rms_norm(x, _scale(self), self.eps)
 
 
-def _patched_class(cls: type) -> type | None:
-    if cls not in _subclasses:
-        try:
-            body = [line.strip() for line in inspect.getsource(cls.__call__).splitlines()]
-        except (OSError, TypeError):
-            body = []
-        ok = _PATTERN in body and sum(1 for line in body if line and not line.startswith(
-            ("def ", "#", '"""'))) == 1
-        _subclasses[cls] = type(cls.__name__, (cls,), {"__call__": _call}) if ok else None
-    return _subclasses[cls]
+# The exact body this replaces; a class whose __call__ says anything else is left alone.
+_SWAP = ClassSwap("return mx.fast.rms_norm(x, 1.0 + self.weight, self.eps)", _call)
 
 
 def install(model: nn.Module) -> int:
     """Swap every offset-RMSNorm in `model` for one that caches its scale; returns how many."""
-    n = 0
-    for _, module in model.named_modules():
-        if type(module) in _subclasses.values():
-            continue
-        sub = _patched_class(type(module))
-        if sub is not None:
-            module.__class__ = sub
-            mx.eval(_scale(module))  # at load, not inside the first request's step
-            n += 1
+    # Scales are built at load, not inside the first request's step.
+    n = _SWAP.install(model, prepare=lambda m: mx.eval(_scale(m)))
     if n:
         log.info("offset RMSNorm: (1 + weight) precomputed in %d norms", n)
     return n
@@ -68,10 +50,4 @@ def install(model: nn.Module) -> int:
 
 def uninstall(model: nn.Module) -> int:
     """Undo `install` (benchmarks measure with and without); returns how many norms reverted."""
-    n = 0
-    for _, module in model.named_modules():
-        if type(module) in _subclasses.values():
-            module.__class__ = type(module).__bases__[0]
-            module.__dict__.pop("_offset_scale", None)
-            n += 1
-    return n
+    return _SWAP.uninstall(model, forget=("_offset_scale",))

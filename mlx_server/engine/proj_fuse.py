@@ -22,6 +22,8 @@ from typing import Any
 import mlx.core as mx
 from mlx import nn
 
+from .class_swap import revert
+
 log = logging.getLogger("mlx_server.engine")
 
 GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -120,10 +122,4 @@ def install(model: nn.Module, on_cpu: bool = False) -> int:
 
 def uninstall(model: nn.Module) -> int:
     """Undo `install` (benchmarks measure with and without); returns how many Linears reverted."""
-    n = 0
-    for _, m in model.named_modules():
-        if type(m) is FusedLinear:
-            m.__class__ = nn.Linear
-            m.__dict__.pop("_fused_group", None)
-            n += 1
-    return n
+    return revert(model, FusedLinear, forget=("_fused_group",))

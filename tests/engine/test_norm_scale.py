@@ -4,8 +4,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.models import gemma3_text
-from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load_model
+
+from greedy_decode import greedy
 
 from mlx_server.engine import norm_scale
 
@@ -14,30 +15,19 @@ def _norms(model):
     return [m for _, m in model.named_modules() if isinstance(m, gemma3_text.RMSNorm)]
 
 
-def _greedy(model, prompt, steps=6):
-    cache = make_prompt_cache(model)
-    logits = model(mx.array([prompt]), cache=cache)[:, -1]
-    out = []
-    for _ in range(steps):
-        y = mx.argmax(logits, axis=-1)
-        out.append(y.item())
-        logits = model(y[:, None], cache=cache)[:, -1]
-    return out, logits
-
-
 def test_same_logits_bit_for_bit_and_same_parameters(tiny_gemma_dir):
     model, _ = load_model(tiny_gemma_dir)
     # Non-zero norm weights, so a lost "1 +" or a stale scale would show.
     for i, n in enumerate(_norms(model)):
         n.weight = mx.random.normal(n.weight.shape, key=mx.random.key(i)) * 0.5
     mx.eval(model.parameters())
-    before_tokens, before = _greedy(model, [2, 5, 9, 14])
+    before_tokens, before = greedy(model, [2, 5, 9, 14])
     keys = sorted(k for k, _ in tree_flatten(model.parameters()))
 
     n = norm_scale.install(model)
     layers = len(model.model.layers)
     assert n == 6 * layers + 1  # 4 per block, q/k norms, the final norm
-    after_tokens, after = _greedy(model, [2, 5, 9, 14])
+    after_tokens, after = greedy(model, [2, 5, 9, 14])
     assert after_tokens == before_tokens
     assert mx.array_equal(after, before).item()
     # The cached scale lives outside the parameter tree: saving/loading sees the same weights.

@@ -3,21 +3,11 @@
 import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
-from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load_model
 
+from greedy_decode import greedy
+
 from mlx_server.engine import proj_fuse
-
-
-def _greedy(model, prompt, steps=6):
-    cache = make_prompt_cache(model)
-    logits = model(mx.array([prompt]), cache=cache)[:, -1]
-    out = []
-    for _ in range(steps):
-        y = mx.argmax(logits, axis=-1)
-        out.append(y.item())
-        logits = model(y[:, None], cache=cache)[:, -1]
-    return out, logits
 
 
 def _params(model):
@@ -34,13 +24,13 @@ def test_off_on_cpu_unless_asked(tiny_gemma_dir):
 def test_same_logits_and_same_parameters(tiny_gemma_dir, tiny_llama_dir):
     for path in (tiny_gemma_dir, tiny_llama_dir):
         model, _ = load_model(path)
-        before_tokens, before = _greedy(model, [2, 5, 9, 14])
+        before_tokens, before = greedy(model, [2, 5, 9, 14])
         params = _params(model)
 
         assert proj_fuse.install(model, on_cpu=True) == 2 * len(model.layers)
         fused = [m for _, m in model.named_modules() if type(m) is proj_fuse.FusedLinear]
         assert len(fused) == 5 * len(model.layers)
-        after_tokens, after = _greedy(model, [2, 5, 9, 14])
+        after_tokens, after = greedy(model, [2, 5, 9, 14])
         assert after_tokens == before_tokens
         assert mx.array_equal(after, before).item()
         # Same names, same values: saving or adapting the model sees the original weights.
@@ -56,7 +46,7 @@ def test_members_share_one_buffer_and_hold_no_activations(tiny_gemma_dir):
     attn = model.layers[0].self_attn
     group, _ = attn.q_proj.__dict__["_fused_group"]
     assert group.weight.shape[0] == sum(m.weight.shape[0] for m in (attn.q_proj, attn.k_proj, attn.v_proj))
-    _greedy(model, [3, 4], steps=1)
+    greedy(model, [3, 4], steps=1)
     assert group.x is None and group.out is None  # every member served: nothing kept
 
 
@@ -109,10 +99,10 @@ def test_mismatched_or_quantized_groups_left_alone(tiny_llama_dir):
 
 def test_uninstall_restores_the_classes(tiny_gemma_dir):
     model, _ = load_model(tiny_gemma_dir)
-    before_tokens, before = _greedy(model, [2, 5, 9, 14])
+    before_tokens, before = greedy(model, [2, 5, 9, 14])
     n = proj_fuse.install(model, on_cpu=True)
     assert proj_fuse.uninstall(model) == 5 * n // 2
     assert all(type(m) is not proj_fuse.FusedLinear for _, m in model.named_modules())
-    tokens, logits = _greedy(model, [2, 5, 9, 14])
+    tokens, logits = greedy(model, [2, 5, 9, 14])
     assert tokens == before_tokens and mx.array_equal(logits, before).item()
     assert proj_fuse.install(model, on_cpu=True) == n
