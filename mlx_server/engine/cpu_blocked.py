@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 import mlx.core as mx
 from mlx import nn
 
 from .class_swap import revert
+from .cpu_head import language_model
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -87,17 +87,13 @@ class _BlockedLinear(nn.Linear):
         return y + self["bias"] if "bias" in self else y
 
 
-def _language_model(model: Any) -> Any:
-    return getattr(model, "language_model", model)
-
-
 def install(model: nn.Module) -> int:
     """Swap the language model's plain float32 `nn.Linear` layers to the blocked path, on
     CPU. Returns how many it swapped."""
     if mx.default_device() != mx.cpu:
         return 0
     n = 0
-    for _, m in _language_model(model).named_modules():
+    for _, m in language_model(model).named_modules():
         if type(m) is nn.Linear and m.weight.dtype == mx.float32:
             m.__class__ = _BlockedLinear
             n += 1
@@ -108,4 +104,4 @@ def install(model: nn.Module) -> int:
 
 def uninstall(model: nn.Module) -> int:
     """Undo `install` (for A/B measurement). Returns how many it restored."""
-    return revert(_language_model(model), _BlockedLinear)
+    return revert(language_model(model), _BlockedLinear)

@@ -131,7 +131,8 @@ class _GemvLinear(nn.Linear):
         return super().__call__(x)
 
 
-def _language_model(model: Any) -> Any:
+def language_model(model: Any) -> Any:
+    """The text model inside a vision-language wrapper, or the model itself."""
     return getattr(model, "language_model", model)
 
 
@@ -143,7 +144,7 @@ def install(model: nn.Module) -> bool:
     """
     if mx.default_device() != mx.cpu or _SGEMV is None:
         return False
-    lm = _language_model(model)
+    lm = language_model(model)
     head = lm.get("lm_head") if isinstance(lm, dict) else None
     if type(head) is nn.Linear and head.weight.dtype == mx.float32:
         head._np_weight = np.asarray(head.weight)

@@ -28,6 +28,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .cpu_head import language_model
+
 log = logging.getLogger("mlx_server.engine")
 
 # Below these sizes (elements) MLX's own kernel is cheaper than a sync plus numpy.
@@ -144,7 +146,7 @@ def install(model: nn.Module) -> bool:
     gen_mod.mx = _CoreWithFastLogsumexp("mlx.core")
     nn.gelu_approx = gelu_approx
     _installed["gelu"] = True
-    mod = sys.modules.get(type(_inner(model)).__module__)
+    mod = sys.modules.get(type(language_model(model)).__module__)
     if mod is not None and callable(getattr(mod, "scaled_dot_product_attention", None)):
         _installed["sdpa"] = mod.scaled_dot_product_attention
         _installed["sdpa_mod"] = mod
@@ -161,10 +163,6 @@ def uninstall() -> None:
     if "sdpa_mod" in _installed:
         _installed["sdpa_mod"].scaled_dot_product_attention = _installed["sdpa"]
     _installed.clear()
-
-
-def _inner(model: nn.Module) -> Any:
-    return getattr(model, "language_model", model)
 
 
 def _weights_dtype(model: nn.Module) -> Any:
