@@ -72,6 +72,7 @@ def test_second_stream_from_another_thread(monkeypatch):
 @pytest.mark.parametrize("arch", ["tiny_llama_dir", "tiny_gemma_dir"])
 def test_installed_model_same_logits_and_tokens(arch, request, monkeypatch):
     monkeypatch.setattr(cpu_blocked, "SPLIT_MIN", 0)  # the two-stream path everywhere
+    monkeypatch.setattr(cpu_blocked, "OPENBLAS", True)  # as in a server (platform.py preloads it)
     model, _ = load_model(request.getfixturevalue(arch))
     model.set_dtype(mx.float32)
     one, few = mx.array([[3]]), mx.array([[3], [17], [42], [9], [5]])
@@ -95,7 +96,15 @@ def test_installed_model_same_logits_and_tokens(arch, request, monkeypatch):
     assert not any(type(m) is cpu_blocked._BlockedLinear for _, m in model.named_modules())
 
 
-def test_not_for_other_dtypes(tiny_llama_dir):
+def test_not_for_other_dtypes(tiny_llama_dir, monkeypatch):
+    monkeypatch.setattr(cpu_blocked, "OPENBLAS", True)
     model, _ = load_model(tiny_llama_dir)
     model.set_dtype(mx.bfloat16)
+    assert cpu_blocked.install(model) == 0
+
+
+def test_off_unless_mlx_calls_openblas(tiny_llama_dir, monkeypatch):
+    monkeypatch.setattr(cpu_blocked, "OPENBLAS", False)
+    model, _ = load_model(tiny_llama_dir)
+    model.set_dtype(mx.float32)
     assert cpu_blocked.install(model) == 0
