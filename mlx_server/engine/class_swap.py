@@ -54,24 +54,17 @@ class ClassSwap:
     def uninstall(self, model: nn.Module, forget: tuple[str, ...] = ()) -> int:
         """Give every swapped module its own class back, dropping the instance attributes
         named in `forget`; returns how many."""
-        n = 0
-        for _, module in model.named_modules():
-            if self.swapped(module):
-                module.__class__ = type(module).__bases__[0]
-                for name in forget:
-                    module.__dict__.pop(name, None)
-                n += 1
-        return n
+        return revert(model, *(c for c in self._subclasses.values() if c), forget=forget)
 
 
-def revert(model: nn.Module, cls: type, forget: tuple[str, ...] = ()) -> int:
-    """Give every module of exactly `cls` its base class back (cpu_blocked.py and
-    proj_fuse.py swap nn.Linear for a subclass), dropping the instance attributes named in
-    `forget`; returns how many."""
+def revert(model: nn.Module, *classes: type, forget: tuple[str, ...] = ()) -> int:
+    """Give every module of exactly one of `classes` its base class back (the swaps here,
+    and cpu_blocked.py's and proj_fuse.py's of nn.Linear), dropping the instance
+    attributes named in `forget`; returns how many."""
     n = 0
     for _, module in model.named_modules():
-        if type(module) is cls:
-            module.__class__ = cls.__bases__[0]
+        if type(module) in classes:
+            module.__class__ = type(module).__bases__[0]
             for name in forget:
                 module.__dict__.pop(name, None)
             n += 1

@@ -73,7 +73,7 @@ def load_model(
     if dtype != "auto" and _weights_dtype(model) != "quantized":
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())
-    cpu_head.install(model)  # one-row decode steps: gemv instead of MLX's sgemm (CPU only)
+    cpu_head.install(model)  # decode-step output projection straight through BLAS (CPU only)
     cpu_blocked.install(model)  # few-row linears: blocked sgemms on two streams (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step
