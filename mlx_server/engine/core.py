@@ -18,13 +18,13 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from ..config import EngineConfig
-from . import faults
+from . import faults, step_logprobs
 from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
 from .kv_quant import KVCacheFormat
 from .loader import LoadedModel
 from .prefix_cache import PrefixCache
-from .sampling import check_logit_bias, make_processors, make_sampler
+from .sampling import check_logit_bias, make_processors, make_sampler, reads_logprobs
 from .sequence import Emit, Sequence
 from .speculative import Speculator
 from .types import (
@@ -101,6 +101,7 @@ class EngineCore:
         self.spec = (Speculator(loaded, config.spec, self._sampling_of)
                      if config.spec.type != "none" else None)
         self.gen = self._new_generator()
+        step_logprobs.install()  # steps where no row reads log-probabilities skip them
         self._window = _trim_window(loaded.model)
         self._lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
@@ -190,7 +191,9 @@ class EngineCore:
         if not self.running:
             return
         self._set_prefill_chunk()
-        with mx.stream(self.gen.stream):
+        # The speculative batch computes its own log-probabilities and needs the first ones.
+        skip = self.spec is None and not any(s.reads_logprobs for s in self.running.values())
+        with mx.stream(self.gen.stream), step_logprobs.skipping(skip):
             prompt_rs, gen_rs = self.gen._next()
         self.counters["steps"] += 1
         if gen_rs:
@@ -285,13 +288,15 @@ class EngineCore:
         keep_eos = not sp.ignore_eos or sp.grammar is not None
         stops = [[t] for t in self.loaded.eos_ids] if keep_eos else []
         stops += [[t] for t in sp.stop_token_ids]
+        sampler = make_sampler(sp)
+        seq.reads_logprobs = reads_logprobs(sp, sampler)
         segments = self._plan_snapshot(seq, reused)
         (uid,) = self.gen.insert_segments(
             [segments],
             max_tokens=[seq.max_tokens],
             caches=[cache] if cache is not None else None,
             all_tokens=[prompt[:reused]],
-            samplers=[make_sampler(sp)],
+            samplers=[sampler],
             logits_processors=[make_processors(sp, self.loaded.vocab_size)
                                + ([seq.control] if seq.control is not None else [])],
             stop_sequences=[StopSequences(stops or None)],

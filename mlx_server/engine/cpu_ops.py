@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import types
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import step_logprobs
 from .cpu_head import language_model
 
 log = logging.getLogger("mlx_server.engine")
@@ -121,29 +121,19 @@ def scaled_dot_product_attention(queries: mx.array, keys: mx.array, values: mx.a
     return (probs @ values).reshape(b, h, q_len, values.shape[-1])
 
 
-class _CoreWithFastLogsumexp(types.ModuleType):
-    """`mlx.core` as mlx-lm's generate module sees it, with our `logsumexp`."""
-
-    logsumexp = staticmethod(logsumexp)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(mx, name)
-
-
 def install(model: nn.Module) -> bool:
     """On CPU with float32 weights, route the three steps above through numpy.
 
     `gelu_approx` is replaced in `mlx.nn` (models look it up at call time), attention in
-    the model's own module, `logsumexp` in mlx-lm's generate module. Process-wide and
-    idempotent; `uninstall` restores MLX's functions.
+    the model's own module, `logsumexp` in mlx-lm's generate module (through
+    step_logprobs.py's shim). Process-wide and idempotent; `uninstall` restores MLX's.
     """
     if mx.default_device() != mx.cpu or _weights_dtype(model) != mx.float32:
         return False
     if _installed:
         return True
-    gen_mod = sys.modules["mlx_lm.generate"]
-    _installed["gen_mx"] = gen_mod.mx
-    gen_mod.mx = _CoreWithFastLogsumexp("mlx.core")
+    step_logprobs.install()
+    step_logprobs.use(logsumexp)
     nn.gelu_approx = gelu_approx
     _installed["gelu"] = True
     mod = sys.modules.get(type(language_model(model)).__module__)
@@ -158,7 +148,7 @@ def install(model: nn.Module) -> bool:
 def uninstall() -> None:
     if not _installed:
         return
-    sys.modules["mlx_lm.generate"].mx = _installed["gen_mx"]
+    step_logprobs.use(None)
     nn.gelu_approx = _mlx_gelu_approx
     if "sdpa_mod" in _installed:
         _installed["sdpa_mod"].scaled_dot_product_attention = _installed["sdpa"]

@@ -54,6 +54,14 @@ def make_sampler(params: SamplingParams) -> Sampler:
     return sample
 
 
+def reads_logprobs(params: SamplingParams, sampler: Sampler) -> bool:
+    """Whether a row needs the batched step's normalized log-probabilities: it reports
+    them, or its sampler is not one that draws the same token from raw logits (greedy, and
+    the numpy sampler, which works relative to the row's maximum; MLX's top-p exponentiates
+    the values as they are)."""
+    return params.logprobs or not (sampler is greedy or isinstance(sampler, NumpySampler))
+
+
 def check_logit_bias(params: SamplingParams, vocab_size: int) -> None:
     """Reject logit_bias tokens outside the vocabulary (at submit, before any work)."""
     for token_id in params.logit_bias:

@@ -25,6 +25,7 @@ class Sequence:
     tokenizer: Any
     max_tokens: int
     control: Any = None  # the grammar/thought logits processor (engine/constrained.py)
+    reads_logprobs: bool = True  # needs the step's normalized log-probabilities (sampling.py)
     uid: int | None = None
     cached_tokens: int = 0
     snapshot_at: int | None = None
