@@ -18,7 +18,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from ..config import EngineConfig
-from . import faults, step_logprobs
+from . import deferred_step, faults, step_logprobs
 from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
 from .kv_quant import KVCacheFormat
@@ -100,6 +100,9 @@ class EngineCore:
                                         loaded.path / "tokenizer.json")
         self.spec = (Speculator(loaded, config.spec, self._sampling_of)
                      if config.spec.type != "none" else None)
+        # A synchronous forward gains nothing from mlx-lm's one-step pipeline, only its
+        # delay: hand each token out in the step that samples it (deferred_step.py).
+        self._defer = loaded.sync_forward and self.spec is None
         self.gen = self._new_generator()
         step_logprobs.install()  # steps where no row reads log-probabilities skip them
         self._window = _trim_window(loaded.model)
@@ -114,13 +117,14 @@ class EngineCore:
                          "prompt_tokens": 0, "generated_tokens": 0, "requests": 0}
 
     def _new_generator(self) -> BatchGenerator:
-        gen = BatchGenerator(
-            self.loaded.model,
-            completion_batch_size=self.config.max_slots,
-            prefill_batch_size=self.config.max_slots,
-            prefill_step_size=self.config.prefill_step_size,
-            stream=mx.new_stream(mx.default_device()),
-        )
+        with deferred_step.deferring(self._defer):  # its empty generation batch is made here
+            gen = BatchGenerator(
+                self.loaded.model,
+                completion_batch_size=self.config.max_slots,
+                prefill_batch_size=self.config.max_slots,
+                prefill_step_size=self.config.prefill_step_size,
+                stream=mx.new_stream(mx.default_device()),
+            )
         if self.spec is not None:  # decode steps draft and verify (engine/speculative.py)
             self.spec.install(gen)
         return gen
@@ -193,7 +197,8 @@ class EngineCore:
         self._set_prefill_chunk()
         # The speculative batch computes its own log-probabilities and needs the first ones.
         skip = self.spec is None and not any(s.reads_logprobs for s in self.running.values())
-        with mx.stream(self.gen.stream), step_logprobs.skipping(skip):
+        with (mx.stream(self.gen.stream), step_logprobs.skipping(skip),
+              deferred_step.deferring(self._defer)):
             prompt_rs, gen_rs = self.gen._next()
         self.counters["steps"] += 1
         if gen_rs:
@@ -335,7 +340,12 @@ class EngineCore:
         self.prefix.shrink_to(self.budget.total - self._reserved())
 
     def _snapshot(self, uid: int, end_of_prompt: bool) -> None:
-        """Keep the cache of the prompt (up to its generation header) for later requests."""
+        """Keep the cache of the prompt (up to its generation header) for later requests.
+
+        A whole prompt is in the cache once it is read, or (deferred_step.py: its last
+        token is fed with the step that samples the first) once the first token is out;
+        whichever of the two calls finds the cache holding exactly it takes the copy.
+        """
         seq = self.running.get(uid)
         if seq is None or seq.snapshot_at is None or end_of_prompt != seq.snapshot_whole:
             return
@@ -348,6 +358,8 @@ class EngineCore:
         seq = self.running.get(r.uid)
         if seq is None:
             return
+        if seq.snapshot_whole and seq.snapshot_at is not None and seq.completion_tokens == 0:
+            self._snapshot(r.uid, end_of_prompt=True)
         try:
             if self.faults is not None:
                 self.faults.check(seq)

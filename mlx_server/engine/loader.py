@@ -33,6 +33,7 @@ class LoadedModel:
     dtype: str
     eos_ids: tuple[int, ...]
     vision: Any = None  # mlx_server.vision.VisionModel for a vision-language model
+    sync_forward: bool = False  # a decode forward ends in a host sync (cpu_head.py)
 
 
 def _config(path: Path) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def load_model(
     if dtype != "auto" and _weights_dtype(model) != "quantized":
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())
-    cpu_head.install(model)  # decode-step output projection straight through BLAS (CPU only)
+    sync_forward = cpu_head.install(model)  # decode-step output projection through BLAS (CPU only)
     cpu_blocked.install(model)  # few-row linears: blocked sgemms on two streams (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step
@@ -92,6 +93,7 @@ def load_model(
         vocab_size=_vocab_size(model, tokenizer),
         dtype=_weights_dtype(model),
         eos_ids=tuple(sorted(tokenizer.eos_token_ids)),
+        sync_forward=sync_forward,
     )
     if "vision_config" in cfg:
         from ..vision.model import load_vision
