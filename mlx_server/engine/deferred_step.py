@@ -20,20 +20,19 @@ outside it the subclass is mlx-lm's own, step for step.
 from __future__ import annotations
 
 import importlib
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import GenerationBatch
 
-_local = threading.local()
+from .thread_flag import ThreadFlag
+
+_on = ThreadFlag()
 
 
 class DeferredBatch(GenerationBatch):
     def __init__(self, *args: Any, **kwargs: Any):
-        self._deferred = getattr(_local, "on", False)
+        self._deferred = bool(_on)
         self._feed: mx.array | None = None
         super().__init__(*args, **kwargs)  # calls _step once when there are rows
 
@@ -75,12 +74,6 @@ _gen_mod = importlib.import_module("mlx_lm.generate")  # the package re-exports 
 _gen_mod.GenerationBatch = DeferredBatch  # mlx-lm's behaviour unless `deferring(True)`
 
 
-@contextmanager
-def deferring(on: bool) -> Iterator[None]:
-    """Within: generation batches this thread creates return samples the step they're made."""
-    before = getattr(_local, "on", False)
-    _local.on = on
-    try:
-        yield
-    finally:
-        _local.on = before
+# Within `deferring(True)`: generation batches this thread creates return samples the
+# step they are made.
+deferring = _on.set

@@ -39,6 +39,18 @@ def _top_p_threshold(lp: np.ndarray, top_p: float) -> float:
         k = lp.size  # the candidates did not reach the mass: sort everything
 
 
+def _finite_or_certain(lp: np.ndarray) -> np.ndarray:
+    """A row that overflowed (a penalty near 0 divides logits by ~0): +inf tokens are the
+    only candidates, equally likely; NaNs are never drawn; a row with no finite value at
+    all is drawn uniformly. The values may be raw logits (step_logprobs.py)."""
+    lp = np.where(np.isnan(lp), -np.inf, lp)
+    if np.isposinf(lp).any():
+        return np.where(np.isposinf(lp), np.float32(0), np.float32(-np.inf))
+    if not np.isfinite(lp.max()):
+        return np.zeros_like(lp)
+    return lp
+
+
 class NumpySampler:
     """One request's sampler: its own seeded generator, so a seeded request draws the
     same tokens whatever else shares its batch."""
@@ -57,6 +69,8 @@ class NumpySampler:
 
     def _draw(self, lp: np.ndarray) -> int:
         sp = self.params
+        if not np.isfinite(lp.max()):
+            lp = _finite_or_certain(lp)
         floor = -np.inf  # tokens below it are filtered out
         if 0.0 < sp.top_p < 1.0:
             floor = _top_p_threshold(lp, sp.top_p)

@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import importlib
 import sys
-import threading
 import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
 
-_local = threading.local()
+from .thread_flag import ThreadFlag
+
+_skip = ThreadFlag()
 _impl: dict[str, Callable[..., mx.array]] = {"logsumexp": mx.logsumexp}
 _saved: dict[str, Any] = {}
 
 
 def logsumexp(x: mx.array, axis: Any = None, keepdims: bool = False, **kw: Any) -> mx.array:
     """What mlx-lm's generate module calls as `mx.logsumexp`."""
-    if getattr(_local, "skip", False) and axis in (-1, x.ndim - 1) and keepdims and not kw:
+    if _skip and axis in (-1, x.ndim - 1) and keepdims and not kw:
         return mx.array(0, dtype=x.dtype)  # broadcasts: logits - 0 are the logits
     return _impl["logsumexp"](x, axis=axis, keepdims=keepdims, **kw)
 
@@ -66,12 +66,5 @@ def use(fn: Callable[..., mx.array] | None) -> None:
     _impl["logsumexp"] = fn or mx.logsumexp
 
 
-@contextmanager
-def skipping(skip: bool) -> Iterator[None]:
-    """Within: this thread's batched steps leave logits unnormalized if `skip`."""
-    before = getattr(_local, "skip", False)
-    _local.skip = skip
-    try:
-        yield
-    finally:
-        _local.skip = before
+# Within `skipping(True)`: this thread's batched steps leave logits unnormalized.
+skipping = _skip.set

@@ -73,3 +73,18 @@ def test_make_sampler_on_cpu():
     s = make_sampler(SamplingParams(temperature=0.7, seed=3))
     assert isinstance(s, NumpySampler) == (mx.default_device() == mx.cpu)
     assert math.isclose(s.inv_temp, 1 / 0.7) if isinstance(s, NumpySampler) else True
+
+
+def test_overflowed_rows_draw_without_warnings():
+    """A repetition penalty near 0 turns logits into +-inf; raw logits reach the sampler
+    when the step skips normalization (step_logprobs.py)."""
+    sampler = NumpySampler(SamplingParams(temperature=0.8, top_p=0.9, min_p=0.05, top_k=5), 3)
+    inf, nan = np.inf, np.nan
+    rows = [[1.0, inf, -inf, nan, inf, 2.0], [nan, -inf, 3.0, 1.0, nan, 0.5],
+            [-inf, -inf, -inf, -inf, -inf, -inf], [nan] * 6]
+    with np.errstate(all="raise"):
+        for _ in range(20):
+            got = sampler(mx.array(np.array(rows, dtype=np.float32))).tolist()
+            assert got[0] in (1, 4)  # only the +inf tokens
+            assert got[1] in (2, 3, 5)  # never a NaN
+            assert 0 <= got[2] < 6 and 0 <= got[3] < 6
