@@ -210,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mlx_server.platform import ensure_fast_blas
     import sys
+
+    from mlx_server.platform import ensure_fast_blas
 
     ensure_fast_blas(sys.argv[1:], "bench.compiled_step")
     raise SystemExit(main())

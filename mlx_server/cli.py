@@ -161,6 +161,8 @@ def _engine_flags(e: argparse._ArgumentGroup) -> None:
                    help="disable prefix KV reuse")
     e.add_argument("-cram", "--cache-ram", type=int, default=None,
                    help="llama-server's prompt-cache size in MiB: 0 disables prefix reuse")
+    e.add_argument("--compile-decode", choices=["auto", "on", "off"], default="auto",
+                   help="decode steps as one compiled MLX graph (auto: on a GPU)")
     e.add_argument("-ctk", "--cache-type-k", choices=KV_CACHE_TYPES,
                    help="KV-cache dtype for K (llama.cpp names)")
     e.add_argument("-ctv", "--cache-type-v", choices=KV_CACHE_TYPES,
@@ -320,6 +322,8 @@ def _engine_config(ns: argparse.Namespace) -> EngineConfig:
         kv_cache_type_k=ns.cache_type_k,
         kv_cache_type_v=ns.cache_type_v,
         spec=_spec_config(ns),
+        # Untested across ranks (collectives inside a trace): off when distributed.
+        compile_decode="off" if ns.distributed != "off" else ns.compile_decode,
     )
 
 

@@ -67,6 +67,9 @@ class EngineConfig:
     kv_cache_type_k: str | None = None
     kv_cache_type_v: str | None = None
     spec: SpecConfig = SpecConfig()
+    # Decode steps as one compiled graph over fixed-shape caches (engine/compiled_decode.py):
+    # "auto" on a GPU, "on" wherever the forward has no host sync, "off" never.
+    compile_decode: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True)

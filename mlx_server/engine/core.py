@@ -18,7 +18,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from ..config import EngineConfig
-from . import deferred_step, faults, step_logprobs
+from . import compiled_decode, deferred_step, faults, step_logprobs
 from .constrained import GrammarCompiler, OutputControl
 from .kv_budget import KVBudget
 from .kv_quant import KVCacheFormat
@@ -55,6 +55,17 @@ def _trim_window(model: Any) -> float:
         elif type(c) is not KVCache:
             return 0.0
     return window
+
+
+def _compiles(config: EngineConfig, loaded: LoadedModel, speculative: bool) -> bool:
+    """Whether decode steps run compiled (compiled_decode.py): not where the forward syncs
+    the host (CPU paths), a speculative batch steps its own way, or the KV cache is
+    quantized (its own cache classes); "auto" only on a GPU."""
+    mode = config.compile_decode
+    if (mode == "off" or loaded.sync_forward or speculative
+            or config.kv_cache_type_k or config.kv_cache_type_v):
+        return False
+    return mode == "on" or mx.default_device() != mx.cpu
 
 
 def detach(cache: list[Any]) -> list[Any]:
@@ -103,6 +114,7 @@ class EngineCore:
         # A synchronous forward gains nothing from mlx-lm's one-step pipeline, only its
         # delay: hand each token out in the step that samples it (deferred_step.py).
         self._defer = loaded.sync_forward and self.spec is None
+        self._compile = _compiles(config, loaded, self.spec is not None)
         self.gen = self._new_generator()
         step_logprobs.install()  # steps where no row reads log-probabilities skip them
         self._window = _trim_window(loaded.model)
@@ -117,7 +129,8 @@ class EngineCore:
                          "prompt_tokens": 0, "generated_tokens": 0, "requests": 0}
 
     def _new_generator(self) -> BatchGenerator:
-        with deferred_step.deferring(self._defer):  # its empty generation batch is made here
+        # its empty generation batch is made here
+        with deferred_step.deferring(self._defer), compiled_decode.compiling(self._compile):
             gen = BatchGenerator(
                 self.loaded.model,
                 completion_batch_size=self.config.max_slots,
@@ -198,7 +211,7 @@ class EngineCore:
         # The speculative batch computes its own log-probabilities and needs the first ones.
         skip = self.spec is None and not any(s.reads_logprobs for s in self.running.values())
         with (mx.stream(self.gen.stream), step_logprobs.skipping(skip),
-              deferred_step.deferring(self._defer)):
+              deferred_step.deferring(self._defer), compiled_decode.compiling(self._compile)):
             prompt_rs, gen_rs = self.gen._next()
         self.counters["steps"] += 1
         if gen_rs:
