@@ -97,6 +97,24 @@ raw() {  # mlx-lm's own batched benchmark: the raw ceiling at batch 1, 8 and 32
     done
 }
 
+compiled() {  # compiled decode steps on and off, served, beside raw mlx-lm's (session 7)
+    local mode
+    $PY -m mlx_lm benchmark --model $MODEL -p 512 -g 128 -b 1 -n 3 2>&1 | grep Averages
+    for mode in on off; do
+        echo "single, --compile-decode $mode"
+        $PY -m bench.run --model $MODEL --targets mlx-server --scenarios single --no-bandwidth \
+            --ready-timeout 300 --out-dir $W/bench --mlx-server-args "--compile-decode $mode" \
+            2>&1 | grep -iE "decode .*tok/s|ttft" | head -4
+    done
+    $PY -m mlx_lm benchmark --model $MODEL -p 512 -g 128 -b 32 -n 3 2>&1 | grep Averages
+    for mode in on off; do
+        echo "sweep at 32, --compile-decode $mode"
+        $PY -m bench.run --model $MODEL --targets mlx-server --scenarios sweep --levels 32,32 \
+            --no-bandwidth --ready-timeout 300 --out-dir $W/bench \
+            --mlx-server-args "--compile-decode $mode" 2>&1 | grep "N=32"
+    done
+}
+
 interleave() {  # single-stream paths back to back per rep (drift-proof ratios)
     $PY -m bench.cuda.interleave --model $MODEL --out $OUT/interleave.json 2>&1 | tail -8
 }

@@ -134,6 +134,11 @@ class FixedKV:
         self.keys, self.values = self.keys[rows], self.values[rows]
         self.offset = self.offset[rows]
         self.host = [self.host[i] for i in keep]
+        if self.window is None and self.host:
+            # Long rows gone: attend over (and keep) only what the rest still need.
+            cap = _grown(max(self.host) + 1)
+            if cap < self.keys.shape[2]:
+                self.keys, self.values = self.keys[..., :cap, :], self.values[..., :cap, :]
 
     def extend(self, other: Any) -> None:
         if not isinstance(other, FixedKV):
@@ -163,6 +168,11 @@ def convertible(cache: list[Any]) -> bool:
                                and c.keys is not None for c in cache)
 
 
+# Distinct (rows, capacities) traces kept before they are all dropped: `mx.compile` keeps
+# one per input shape, and a long-running server meets many batch sizes and lengths.
+MAX_TRACES = 64
+
+
 class CompiledModel:
     """Stands in for the model inside a generation batch: one-token steps over `FixedKV`
     caches run the compiled trace; anything else runs the model as it is."""
@@ -171,6 +181,7 @@ class CompiledModel:
         self.model = model
         self._windows: tuple[int | None, ...] = ()
         self._fn = mx.compile(self._step)
+        self._shapes: set[tuple[int, ...]] = set()
 
     def _step(self, tokens: mx.array, offset: mx.array, *kv: mx.array) -> tuple[mx.array, ...]:
         caches = [FixedKV(kv[2 * i], kv[2 * i + 1], offset, w, [])
@@ -185,11 +196,15 @@ class CompiledModel:
             if not convertible(cache):
                 return self.model(x, cache=cache)
             cache[:] = [FixedKV.from_batch(c) for c in cache]  # the batch's own list
-        windows = tuple(c.window for c in cache)
-        if windows != self._windows:
-            self._windows = windows  # a model's layout: set once (a new trace if it changed)
+        self._windows = tuple(c.window for c in cache)  # the model's layout: always the same
         for c in cache:
             c.ensure_room()
+        shape = (x.shape[0], *sorted({c.keys.shape[2] for c in cache}))
+        if shape not in self._shapes:
+            if len(self._shapes) >= MAX_TRACES:
+                # Dropping the compiled function drops its traces (the kernels stay built).
+                self._fn, self._shapes = mx.compile(self._step), set()
+            self._shapes.add(shape)
         state = [a for c in cache for a in (c.keys, c.values)]
         offset = cache[0].offset
         for c in cache:  # only the trace holds the buffers: MLX may update them in place
@@ -200,6 +215,23 @@ class CompiledModel:
         for i, c in enumerate(cache):
             c.keys, c.values, c.offset, c.host = out[1 + 2 * i], out[2 + 2 * i], nxt, host
         return out[0]
+
+
+def warm_up(model: Any, batch_sizes: list[int]) -> None:
+    """Trace decode steps for these batch sizes and build their kernels now, through the
+    same conversion a batch from prefill takes. On a GPU the first kernels are compiled
+    (and cached on disk) the first time a step runs: on a fresh machine that cost a burst
+    of 32 requests ~3.5 s (bench/cuda/RESULTS.md, session 7); here it is paid at load."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cm = compiled_model(model)
+    one = make_prompt_cache(model)
+    model(mx.array([[0]]), cache=one)
+    for n in batch_sizes:
+        cache = [type(c).merge([c] * n) for c in one]
+        if not convertible(cache):
+            return
+        mx.eval(cm(mx.zeros((n, 1), dtype=mx.int32), cache))
 
 
 def compiled_model(model: Any) -> CompiledModel:

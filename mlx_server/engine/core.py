@@ -115,6 +115,8 @@ class EngineCore:
         # delay: hand each token out in the step that samples it (deferred_step.py).
         self._defer = loaded.sync_forward and self.spec is None
         self._compile = _compiles(config, loaded, self.spec is not None)
+        if self._compile:  # before the engine reports ready
+            compiled_decode.warm_up(loaded.model, sorted({1, 2, config.max_slots}))
         self.gen = self._new_generator()
         step_logprobs.install()  # steps where no row reads log-probabilities skip them
         self._window = _trim_window(loaded.model)

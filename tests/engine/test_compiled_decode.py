@@ -132,6 +132,25 @@ def test_filter_extend_and_room():
     f.ensure_room()
     assert f.keys.shape[2] == 768
     assert f.nbytes == f.keys.nbytes * 2
+    f.filter([0])  # the long row leaves: capacity back to what the short one needs
+    assert f.host == [7] and f.keys.shape[2] == 256
+    assert f.keys[0, 0, :7, 0].tolist() == [float(p + 1) for p in range(7)]
+
+
+def test_warm_up_and_bounded_traces(loaded, monkeypatch):
+    cm = cd.compiled_model(loaded.model)
+    cm._shapes.clear()
+    cd.warm_up(loaded.model, [1, 2, 4])
+    assert {s[0] for s in cm._shapes} == {1, 2, 4}
+    # Past MAX_TRACES the traces are dropped and rebuilt: the tokens do not change.
+    monkeypatch.setattr(cd, "MAX_TRACES", 2)
+    prompts = [_prompt(loaded.vocab_size, i, 3 + 7 * i) for i in range(5)]
+    max_tokens = [30 + 3 * i for i in range(5)]
+    _, want, _ = _run(loaded, "off", prompts, max_tokens)
+    before = cm._fn
+    _, got, _ = _run(loaded, "on", prompts, max_tokens)
+    assert got == want
+    assert cm._fn is not before and len(cm._shapes) <= 2
 
 
 def test_when_it_compiles(loaded):
