@@ -104,14 +104,14 @@ compiled() {  # compiled decode steps on and off, served, beside raw mlx-lm's (s
         echo "single, --compile-decode $mode"
         $PY -m bench.run --model $MODEL --targets mlx-server --scenarios single --no-bandwidth \
             --ready-timeout 300 --out-dir $W/bench --mlx-server-args "--compile-decode $mode" \
-            2>&1 | grep -iE "decode .*tok/s|ttft" | head -4
+            2>&1 | grep -iE "decode=|ready in" | head -4
     done
     $PY -m mlx_lm benchmark --model $MODEL -p 512 -g 128 -b 32 -n 3 2>&1 | grep Averages
     for mode in on off; do
         echo "sweep at 32, --compile-decode $mode"
         $PY -m bench.run --model $MODEL --targets mlx-server --scenarios sweep --levels 32,32 \
             --no-bandwidth --ready-timeout 300 --out-dir $W/bench \
-            --mlx-server-args "--compile-decode $mode" 2>&1 | grep "N=32"
+            --mlx-server-args "--compile-decode $mode" 2>&1 | grep -E "N=32|ready in"
     done
 }
 
