@@ -59,10 +59,11 @@ def _trim_window(model: Any) -> float:
 
 def _compiles(config: EngineConfig, loaded: LoadedModel, speculative: bool) -> bool:
     """Whether decode steps run compiled (compiled_decode.py): not where the forward syncs
-    the host (CPU paths), a speculative batch steps its own way, or the KV cache is
-    quantized (its own cache classes); "auto" only on a GPU."""
+    the host (CPU paths), a speculative batch steps its own way, the KV cache is quantized
+    (its own cache classes), or a vision model's language half steps (M-RoPE caches, not
+    measured); "auto" only on a GPU."""
     mode = config.compile_decode
-    if (mode == "off" or loaded.sync_forward or speculative
+    if (mode == "off" or loaded.sync_forward or speculative or loaded.vision is not None
             or config.kv_cache_type_k or config.kv_cache_type_v):
         return False
     return mode == "on" or mx.default_device() != mx.cpu

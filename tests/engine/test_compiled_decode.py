@@ -162,6 +162,17 @@ def test_when_it_compiles(loaded):
     assert not _compiles(dataclasses.replace(on, kv_cache_type_k="q8_0"), loaded, False)
     assert not _compiles(on, dataclasses.replace(loaded, sync_forward=True), False)
     assert not _compiles(dataclasses.replace(on, spec=SpecConfig()), loaded, True)
+    assert not _compiles(on, dataclasses.replace(loaded, vision=object()), False)
+
+
+def test_llama_layout_too(tiny_llama_dir):
+    # Full attention only (no sliding window): every layer a growing FixedKV.
+    llama = load_model(tiny_llama_dir, dtype="bfloat16")
+    prompts = [_prompt(llama.vocab_size, i, 4 + 9 * i) for i in range(3)]
+    max_tokens = [20, 9, 14]
+    _, want, _ = _run(llama, "off", prompts, max_tokens, slots=2)
+    on, got, _ = _run(llama, "on", prompts, max_tokens, slots=2)
+    assert on._compile and got == want
 
 
 def test_cli_flag_and_distributed_off():
