@@ -7,18 +7,18 @@ MLX's CPU backend the same shows as a long chain of tiny single-threaded element
 if every step has the same shapes and no Python-int state. mlx-lm's caches grow and keep
 their write position in Python ints, so they cannot be traced.
 
-`FixedCache` here keeps both in arrays: a buffer of fixed capacity per layer (the sliding
-window's layers a ring of the window's size), each row's position an int32 array, the
-write a `put_along_axis` at that position, the mask built from positions. The model's own
-`__call__` runs unchanged on it (it only asks a cache for `offset`, `update_and_fetch` and
-`make_mask`), so the traced graph is the model's graph.
+The engine's `FixedKV` (mlx_server/engine/compiled_decode.py) keeps both in arrays: a
+buffer of fixed capacity per layer (the sliding window's layers a ring of the window's
+size), each row's position an int32 array, the write a `put_along_axis` at that position,
+the mask built from positions. The model's own `__call__` runs unchanged on it, so the
+traced graph is the model's graph. Here it is driven directly, without the engine.
 
 This tool checks that the compiled step's greedy tokens match mlx-lm's own caches and
 then times, alternated rep by rep on the same prompt (drift-proof ratios):
 
 - `stock`: the model over mlx-lm's caches (plain at one row, batched above), the step
   pipelined as generate_step pipelines (next step queued before the last is read);
-- `fixed`: the same loop over `FixedCache`, uncompiled;
+- `fixed`: the same loop over `FixedKV`, uncompiled;
 - `compiled`: the same loop, the step under `mx.compile`.
 
     python -m bench.compiled_step --model DIR [--batch 1] [--tokens 64] [--reps 4]
@@ -34,28 +34,7 @@ from typing import Any
 
 import mlx.core as mx
 
-
-class FixedCache:
-    """One layer's KV cache of fixed capacity; rows' positions in an array."""
-
-    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, ring: bool):
-        self.keys, self.values, self.offset, self.ring = keys, values, offset, ring
-
-    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
-        cap = self.keys.shape[2]
-        slot = self.offset % cap if self.ring else self.offset
-        idx = mx.broadcast_to(slot.reshape(-1, 1, 1, 1), k.shape)
-        self.keys = mx.put_along_axis(self.keys, idx, k, axis=2)
-        self.values = mx.put_along_axis(self.values, idx, v, axis=2)
-        return self.keys, self.values
-
-    def make_mask(self, n: int, window_size: int | None = None, return_array: bool = False,
-                  **_: Any) -> mx.array:
-        # Asked before the layers write, for the row's new token at position p: slot j is
-        # written once p >= j (a ring's slot j then holds the latest position = j mod cap,
-        # which is inside the window), so j <= p marks exactly the keys to attend.
-        j = mx.arange(self.keys.shape[2])
-        return (j[None] <= self.offset[:, None])[:, None, None, :]
+from mlx_server.engine.compiled_decode import FixedKV
 
 
 def layer_kinds(model: Any) -> list[int | None]:
@@ -81,7 +60,7 @@ def make_step(model: Any) -> Any:
 
     def step(tokens: mx.array, *state: mx.array) -> tuple[mx.array, ...]:
         pos = state[-1]
-        caches = [FixedCache(state[2 * i], state[2 * i + 1], pos, w is not None)
+        caches = [FixedKV(state[2 * i], state[2 * i + 1], pos, w, [])
                   for i, w in enumerate(kinds)]
         logits = model(tokens, cache=caches)[:, -1, :]
         nxt = mx.argmax(logits, axis=-1).astype(mx.int32)

@@ -76,16 +76,6 @@ def test_rows_at_different_positions_decode_independently(tiny, compiled):
         assert got == want
 
 
-def test_mask_marks_the_window(tiny):
-    keys = mx.zeros((2, 1, 4, 8))
-    pos = mx.array([1, 6], dtype=mx.int32)
-    ring = cs.FixedCache(keys, keys, pos, ring=True).make_mask(1)
-    full = cs.FixedCache(keys, keys, pos, ring=False).make_mask(1)
-    # row 0 at position 1: slots 0-1 written; row 1 at 6: every slot of the ring holds 3..6
-    assert ring[:, 0, 0].tolist() == [[True, True, False, False], [True, True, True, True]]
-    assert full[:, 0, 0].tolist() == [[True, True, False, False], [True, True, True, True]]
-
-
 def test_real_model_compiled_step_keeps_greedy_tokens(capsys):
     # The embedded Gemma 3 270M (float32 on CPU, mlx_lm.load): a few tokens, two rows.
     assert cs.main(["--batch", "2", "--tokens", "6", "--prompt", "8", "--reps", "1"]) == 0

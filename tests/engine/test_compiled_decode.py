@@ -120,6 +120,16 @@ def test_fixed_layout_and_extract_round_trip(lengths):
         assert mx.array_equal(got_r.keys, want_ring[i].keys)
 
 
+def test_mask_marks_what_was_written():
+    keys = mx.zeros((2, 1, 4, 8))
+    pos = mx.array([1, 6], dtype=mx.int32)
+    # row 0 at position 1: slots 0-1 written; row 1 at 6: every slot of a 4-slot ring
+    # holds one of positions 3..6, all inside the window
+    for window in (4, None):
+        mask = cd.FixedKV(keys, keys, pos, window, [1, 6]).make_mask(1)
+        assert mask[:, 0, 0].tolist() == [[True, True, False, False], [True, True, True, True]]
+
+
 def test_filter_extend_and_room():
     bfull, _ = _batch_caches([3, 7], 8)
     f = cd.FixedKV.from_batch(bfull)
