@@ -32,11 +32,11 @@ from mlx_lm.models.cache import (BatchKVCache, BatchRotatingKVCache, KVCache,
                                  RotatingKVCache, dynamic_roll)
 
 from .deferred_step import DeferredBatch
+from .kv_budget import STEP  # full-attention capacity grows this many slots at a time, as mlx-lm's
 from .thread_flag import ThreadFlag
 
 log = logging.getLogger("mlx_server.engine")
 
-STEP = 256  # full-attention capacity grows by this many slots (as mlx-lm's caches do)
 _on = ThreadFlag()
 
 
