@@ -219,9 +219,11 @@ class CompiledModel:
 
 def warm_up(model: Any, batch_sizes: list[int]) -> None:
     """Trace decode steps for these batch sizes and build their kernels now, through the
-    same conversion a batch from prefill takes. On a GPU the first kernels are compiled
-    (and cached on disk) the first time a step runs: on a fresh machine that cost a burst
-    of 32 requests ~3.5 s (bench/cuda/RESULTS.md, session 7); here it is paid at load."""
+    same conversion a batch from prefill takes. On a GPU, MLX builds kernels the first
+    time a shape runs and keeps them on disk (/tmp/mlx): on a fresh H100 the first burst of
+    32 requests lost ~3.5 s to that (bench/cuda/RESULTS.md, session 7). This moves the
+    sizes traced here to load; batch sizes first met later still build then (the second
+    fresh H100's first level at 32 clients, warm-up in place, still ran at 670 tok/s)."""
     from mlx_lm.models.cache import make_prompt_cache
 
     cm = compiled_model(model)
