@@ -24,7 +24,6 @@ hold, and there are no launches to save: it stays off.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import mlx.core as mx
@@ -35,13 +34,20 @@ from .deferred_step import DeferredBatch
 from .kv_budget import STEP  # full-attention capacity grows this many slots at a time, as mlx-lm's
 from .thread_flag import ThreadFlag
 
-log = logging.getLogger("mlx_server.engine")
-
 _on = ThreadFlag()
 
 
 def _grown(n: int) -> int:
     return (n + STEP - 1) // STEP * STEP
+
+
+def _to_slots(k: mx.array, v: mx.array, slots: int) -> tuple[mx.array, mx.array]:
+    """Keys and values zero-padded along the token axis to `slots` (at least)."""
+    extra = slots - k.shape[2]
+    if extra <= 0:
+        return k, v
+    pad = [(0, 0), (0, 0), (0, extra), (0, 0)]
+    return mx.pad(k, pad), mx.pad(v, pad)
 
 
 class FixedKV:
@@ -84,10 +90,7 @@ class FixedKV:
             c._temporal_order()  # oldest first; the last entry is each row's position - 1
             n = c._idx
             m = min(n, w)
-            k, v = c.keys[..., n - m:n, :], c.values[..., n - m:n, :]
-            if m < w:
-                pad = [(0, 0), (0, 0), (0, w - m), (0, 0)]
-                k, v = mx.pad(k, pad), mx.pad(v, pad)
+            k, v = _to_slots(c.keys[..., n - m:n, :], c.values[..., n - m:n, :], w)
             # entry i holds position offset - m + i: it goes to slot (offset - m + i) mod w
             shift = ((offset - m) % w)[:, None]
             return cls(dynamic_roll(k, shift, axis=2), dynamic_roll(v, shift, axis=2),
@@ -98,17 +101,13 @@ class FixedKV:
         k = dynamic_roll(c.keys[..., :n, :], shift, axis=2)
         v = dynamic_roll(c.values[..., :n, :], shift, axis=2)
         cap = _grown(max(host) + 1)
-        if cap > n:
-            pad = [(0, 0), (0, 0), (0, cap - n), (0, 0)]
-            k, v = mx.pad(k, pad), mx.pad(v, pad)
+        k, v = _to_slots(k, v, cap)
         return cls(k[..., :cap, :], v[..., :cap, :], offset, None, host)
 
     def ensure_room(self) -> None:
         """Full attention: a slot for every row's next token (a new shape: one retrace)."""
         if self.window is None and max(self.host, default=0) >= self.keys.shape[2]:
-            extra = _grown(max(self.host) + 1) - self.keys.shape[2]
-            pad = [(0, 0), (0, 0), (0, extra), (0, 0)]
-            self.keys, self.values = mx.pad(self.keys, pad), mx.pad(self.values, pad)
+            self.keys, self.values = _to_slots(self.keys, self.values, _grown(max(self.host) + 1))
 
     def extract(self, idx: int) -> Any:
         """Row `idx` as mlx-lm's single-sequence cache (what its batch caches return)."""
@@ -146,9 +145,7 @@ class FixedKV:
         if self.window is None:
             cap = max(self.keys.shape[2], other.keys.shape[2])
             for c in (self, other):
-                if c.keys.shape[2] < cap:
-                    pad = [(0, 0), (0, 0), (0, cap - c.keys.shape[2]), (0, 0)]
-                    c.keys, c.values = mx.pad(c.keys, pad), mx.pad(c.values, pad)
+                c.keys, c.values = _to_slots(c.keys, c.values, cap)
         self.keys = mx.concatenate([self.keys, other.keys])
         self.values = mx.concatenate([self.values, other.values])
         self.offset = mx.concatenate([self.offset, other.offset])
