@@ -23,6 +23,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..platform import find_openblas
+from .class_swap import revert
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -163,3 +164,14 @@ def install(model: nn.Module) -> bool:
                  "tied embedding")
         return True
     return False
+
+
+def uninstall(model: nn.Module) -> int:
+    """Undo `install` (for A/B measurement). Returns how many it restored."""
+    lm = language_model(model)
+    n = revert(lm, _GemvLinear, forget=("_np_weight",))
+    embed = getattr(getattr(lm, "model", None), "embed_tokens", None)
+    if embed is not None and "as_linear" in vars(embed):
+        del vars(embed)["as_linear"]
+        n += 1
+    return n

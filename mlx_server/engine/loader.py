@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx_lm.utils import load as mlx_load
 
-from . import cpu_blocked, cpu_head, cpu_ops, gelu_gate, norm_scale, proj_fuse
+from . import cpu_blocked, cpu_head, cpu_ops, gelu_gate, norm_scale, panel_head, proj_fuse
 
 log = logging.getLogger("mlx_server.engine")
 
@@ -74,7 +74,8 @@ def load_model(
     if dtype != "auto" and _weights_dtype(model) != "quantized":
         model.set_dtype(_DTYPES[dtype])
     mx.eval(model.parameters())
-    sync_forward = cpu_head.install(model)  # decode-step output projection through BLAS (CPU only)
+    # the output projection on CPU: panels through a native kernel, else BLAS (host sync)
+    sync_forward = panel_head.install(model) or cpu_head.install(model)
     cpu_blocked.install(model)  # few-row linears: blocked sgemms on two streams (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step
