@@ -57,7 +57,7 @@ def _cpu_signature() -> str:
 
 def _version(cc: str) -> str:
     try:
-        return subprocess.run([cc, "--version"], capture_output=True, text=True,
+        return subprocess.run([cc, "--version"], capture_output=True, text=True, check=False,
                               timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -69,7 +69,7 @@ def _compile(cc: str, source: Path, flags: list[str], out: Path) -> bool:
     os.close(fd)
     try:
         r = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", tmp, str(source)],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, check=False)
         if r.returncode != 0:
             log.debug("building %s with %s failed: %s", source.name, flags, r.stderr[-2000:])
             return False

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from mlx import nn
 from mlx_lm.utils import load_model
+from tiny_model import build_model
 
 from mlx_server.engine import cpu_head, native, panel_head
-from tiny_model import build_model
 
 pytestmark = pytest.mark.skipif(panel_head.kernel() is None, reason="no C compiler here")
 
