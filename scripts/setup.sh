@@ -8,12 +8,16 @@ extras="${1:-default-model}"
 if [ "$(uname -s)" = "Linux" ]; then
   extras="cpu,${extras}"
   # MLX's Linux wheel ships a reference BLAS; OpenBLAS makes CPU decoding ~2x faster.
-  if ! ls /usr/lib/*-linux-gnu/openblas-pthread/libblas.so.3 >/dev/null 2>&1; then
+  # A C compiler builds the CPU output-projection kernel (engine/panel_head.py).
+  need=()
+  ls /usr/lib/*-linux-gnu/openblas-pthread/libblas.so.3 >/dev/null 2>&1 || need+=(libopenblas0-pthread)
+  command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+  if [ ${#need[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-      (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread) >/dev/null 2>&1 \
-        || echo "setup: could not install libopenblas0-pthread; CPU decoding will be slower" >&2
+      (apt-get update -qq && apt-get install -y -qq "${need[@]}") >/dev/null 2>&1 \
+        || echo "setup: could not install ${need[*]}; CPU decoding will be slower" >&2
     else
-      echo "setup: install libopenblas0-pthread (or another OpenBLAS) for faster CPU decoding" >&2
+      echo "setup: install ${need[*]} for faster CPU decoding" >&2
     fi
   fi
 fi
