@@ -11,6 +11,8 @@ horizontal sums: measured on this project's 2-core EPYC (random 262,144 x 640 we
 two threads), 1 row 31.1 -> 16.5 ms (against OpenBLAS's gemv), 8 rows 57.5 -> 25.5 ms,
 16 rows 86.3 -> 51.1 ms against cpu_head.py's blocks.
 
+Only a decode step's few rows (up to MAX_ROWS) run in the kernel, eagerly; a prompt's
+rows get a lazy MLX product over the panels, which nothing evaluates in normal serving.
 The kernel sums each output over k in order, so a row's logits are the same whatever the
 batch around it. Their last bits differ from a BLAS's blocked sums (~1e-5 on Gemma's
 logits). The embedding lookup of a tied head reads the panels with a gather, exactly.
@@ -35,6 +37,8 @@ from .cpu_head import language_model
 
 log = logging.getLogger("mlx_server.engine")
 
+# Up to this many rows (a decode step's batch) the product runs eagerly in the kernel.
+MAX_ROWS = 16
 PANEL = 16  # weight rows per panel: one 16-float vector per activation row and k
 _CHUNK = 1024  # panels repacked per numpy copy at load (42 MB scratch for K = 640)
 _POOL: ThreadPoolExecutor | None = None
@@ -104,10 +108,24 @@ def matmul(packed: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _project(packed: np.ndarray, x: mx.array) -> mx.array:
+def _project(packed: np.ndarray, weight: mx.array, x: mx.array) -> mx.array:
+    """x @ W.T: through the kernel for a decode step's few rows; lazily in MLX for more.
+
+    A prompt's forward pass is built for its caches, and its logits are never evaluated
+    (mlx-lm samples from the last token's own step), so an eager product over every
+    prompt row would be wasted work. The lazy form reads the panels as a batched
+    matmul ([V/16, K, 16] blocks), correct if something does evaluate it (echoed
+    prompt log-probabilities).
+    """
+    vocab = packed.shape[0]
+    if x.size // x.shape[-1] > MAX_ROWS:
+        panels = weight.reshape(vocab // PANEL, -1, PANEL)
+        rows = x.reshape(1, -1, x.shape[-1])
+        out = (rows @ panels).transpose(1, 0, 2)  # [rows, V/16, 16]
+        return out.reshape(*x.shape[:-1], vocab)
     mx.eval(x)
     rows = np.asarray(x).reshape(-1, x.shape[-1])
-    return mx.array(matmul(packed, rows)).reshape(*x.shape[:-1], packed.shape[0])
+    return mx.array(matmul(packed, rows)).reshape(*x.shape[:-1], vocab)
 
 
 class _PanelLinear(nn.Linear):
@@ -115,7 +133,7 @@ class _PanelLinear(nn.Linear):
     the kernel: MLX's matmul would read the panels as rows)."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = _project(self._panels, x)
+        y = _project(self._panels, self.weight, x)
         return y + self["bias"] if "bias" in self else y
 
 
@@ -131,7 +149,7 @@ class _PanelEmbedding(nn.Embedding):
         return mx.take(self.weight.reshape(-1), idx)
 
     def as_linear(self, x: mx.array) -> mx.array:
-        return _project(self._panels, x)
+        return _project(self._panels, self.weight, x)
 
 
 def _eligible(weight: mx.array) -> bool:

@@ -54,7 +54,7 @@ def _model(path, dtype=mx.float32):
 
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
-def test_model_logits_and_embeddings_survive_packing(arch, tied, tmp_path):
+def test_model_logits_and_embeddings_survive_packing(arch, tied, tmp_path, monkeypatch):
     path = build_model(tmp_path / arch, arch, tie_word_embeddings=tied)
     model = _model(path)
     embed = model.model.embed_tokens
@@ -67,8 +67,13 @@ def test_model_logits_and_embeddings_survive_packing(arch, tied, tmp_path):
     mx.eval(before)
     assert panel_head.install(model) and panel_head.installed(model)
     assert not panel_head.install(model)  # once
+    calls = []
+    real = panel_head.matmul
+    monkeypatch.setattr(panel_head, "matmul", lambda w, x: calls.append(x.shape) or real(w, x))
     assert type(embed if tied else model.lm_head).__name__.startswith("_Panel")
     after = [model(t) for t in inputs] + [embed(ids)]
+    # decode rows through the kernel; a prompt's 37 rows stay lazy in MLX (evaluated here)
+    assert calls == [(1, 64), (5, 64)]
     for a, b in zip(after[:3], before[:3]):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-4)
         assert mx.argmax(a, -1).tolist() == mx.argmax(b, -1).tolist()
