@@ -1,4 +1,5 @@
-"""The packed-panel output projection (engine/panel_head.py) and its kernel build (native.py)."""
+"""The panel kernel (engine/panels.py), the output projection through it (panel_head.py), and
+its build (native.py)."""
 
 import mlx.core as mx
 import numpy as np
@@ -7,42 +8,43 @@ from mlx import nn
 from mlx_lm.utils import load_model
 from tiny_model import build_model
 
-from mlx_server.engine import cpu_head, native, panel_head
+from mlx_server.engine import cpu_head, native, panel_head, panel_linear, panels
 
-pytestmark = pytest.mark.skipif(panel_head.kernel() is None, reason="no C compiler here")
+pytestmark = pytest.mark.skipif(panels.kernel() is None, reason="no C compiler here")
 
 
 @pytest.mark.parametrize("vocab,cols", [(16, 8), (64, 48), (4096 + 16, 96), (48, 7)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_matmul_against_numpy_and_pack_round_trip(vocab, cols, threads, monkeypatch):
     """Odd panel counts (one-panel tail), row counts around the 8-row blocks, ragged splits."""
-    monkeypatch.setattr(panel_head, "_threads", lambda: threads)
-    monkeypatch.setattr(panel_head, "_POOL", None)
-    monkeypatch.setattr(panel_head, "_CHUNK", 3)  # several chunks, the last one short
+    monkeypatch.setattr(panels, "threads", lambda: threads)
+    monkeypatch.setattr(panels, "SPLIT_MIN", 0)
+    monkeypatch.setattr(panels, "_POOL", None)
+    monkeypatch.setattr(panels, "_CHUNK", 3)  # several chunks, the last one short
     rng = np.random.default_rng(vocab * cols)
     weight = rng.standard_normal((vocab, cols), dtype=np.float32)
     rows = weight.copy()
-    panel_head.pack(weight)
+    panels.pack(weight)
     # element (v, k) now at panel v // 16, offset k * 16 + v % 16
     v, k = vocab - 1, cols - 2
     assert weight.reshape(-1)[(v // 16) * 16 * cols + k * 16 + v % 16] == rows[v, k]
     for n in (1, 3, 8, 9, 17):
         x = rng.standard_normal((n, cols), dtype=np.float32)
-        got = panel_head.matmul(weight, x)
+        got = panels.matmul(weight, x)
         np.testing.assert_allclose(got, x @ rows.T, rtol=1e-4, atol=1e-4)
-    panel_head.unpack(weight)
+    panels.unpack(weight)
     assert np.array_equal(weight, rows)
 
 
 def test_a_row_gets_the_same_bits_in_any_batch():
     rng = np.random.default_rng(7)
     weight = rng.standard_normal((1024, 640), dtype=np.float32)
-    panel_head.pack(weight)
+    panels.pack(weight)
     x = rng.standard_normal((13, 640), dtype=np.float32)
-    batch = panel_head.matmul(weight, x)
+    batch = panels.matmul(weight, x)
     for i in (0, 5, 7, 8, 12):
-        assert np.array_equal(panel_head.matmul(weight, x[i:i + 1])[0], batch[i])
-        assert np.array_equal(panel_head.matmul(weight, x[i:i + 3])[0], batch[i])
+        assert np.array_equal(panels.matmul(weight, x[i:i + 1])[0], batch[i])
+        assert np.array_equal(panels.matmul(weight, x[i:i + 3])[0], batch[i])
 
 
 def _model(path, dtype=mx.float32):
@@ -68,8 +70,8 @@ def test_model_logits_and_embeddings_survive_packing(arch, tied, tmp_path, monke
     assert panel_head.install(model) and panel_head.installed(model)
     assert not panel_head.install(model)  # once
     calls = []
-    real = panel_head.matmul
-    monkeypatch.setattr(panel_head, "matmul", lambda w, x: calls.append(x.shape) or real(w, x))
+    real = panels.matmul
+    monkeypatch.setattr(panels, "matmul", lambda w, x: calls.append(x.shape) or real(w, x))
     assert type(embed if tied else model.lm_head).__name__.startswith("_Panel")
     after = [model(t) for t in inputs] + [embed(ids)]
     # decode rows through the kernel; a prompt's 37 rows stay lazy in MLX (evaluated here)
@@ -88,7 +90,7 @@ def test_not_installed_where_it_cannot_apply(tiny_llama_dir, tmp_path, monkeypat
     assert not panel_head.install(_model(tiny_llama_dir, mx.bfloat16))
     odd = build_model(tmp_path / "odd", "llama", vocab_size=401)  # not whole panels
     assert not panel_head.install(_model(odd))
-    monkeypatch.setattr(panel_head, "kernel", lambda: None)  # no compiler
+    monkeypatch.setattr(panels, "kernel", lambda: None)  # no compiler
     assert not panel_head.install(_model(tiny_llama_dir))
 
 
@@ -97,9 +99,11 @@ def test_loader_takes_panels_else_blas(tiny_llama_dir, monkeypatch):
 
     loaded = load(tiny_llama_dir, dtype="float32")
     assert loaded.sync_forward and panel_head.installed(loaded.model)
-    monkeypatch.setattr(panel_head, "kernel", lambda: None)
+    assert type(loaded.model.model.layers[0].self_attn.q_proj) is panel_linear.PanelLinear
+    monkeypatch.setattr(panels, "kernel", lambda: None)
     loaded = load(tiny_llama_dir, dtype="float32")
     assert not panel_head.installed(loaded.model)
+    assert type(loaded.model.model.layers[0].self_attn.q_proj) is not panel_linear.PanelLinear
     assert loaded.sync_forward == (cpu_head._SGEMV is not None)
 
 

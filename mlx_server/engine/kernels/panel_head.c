@@ -14,56 +14,56 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 static inline v16 load16(const float *p) { v16 r; __builtin_memcpy(&r, p, sizeof r); return r; }
 static inline void store16(float *p, v16 a) { __builtin_memcpy(p, &a, sizeof a); }
 
-/* Two panels at a time (the weight vectors are loaded once per k for MB rows), then one. */
-#define PANELS(MB)                                                                    \
-    for (; p + 2 <= p1; p += 2) {                                                     \
-        const float *a = w + p * 16 * K, *b = a + 16 * K;                             \
+/* MB activation rows against panels p (and p + 1 when TWO): the weight vectors are
+ * loaded once per k for all MB rows, and MB x 2 accumulators stay in registers. */
+#define BLOCK(MB)                                                                     \
+    static void block##MB(const float *x, const float *w, long K, long p, int two,    \
+                          float *out, long ldo) {                                     \
+        const float *a = w + p * 16 * K, *b = a + 16 * K;                            \
         v16 s0[MB], s1[MB];                                                           \
         for (int m = 0; m < MB; m++) s0[m] = s1[m] = (v16){0};                        \
-        for (long k = 0; k < K; k++) {                                                \
-            v16 wa = load16(a + 16 * k), wb = load16(b + 16 * k);                     \
-            for (int m = 0; m < MB; m++) {                                            \
-                float xv = x[m * K + k];                                              \
-                s0[m] += xv * wa;                                                     \
-                s1[m] += xv * wb;                                                     \
+        if (two) {                                                                    \
+            for (long k = 0; k < K; k++) {                                            \
+                v16 wa = load16(a + 16 * k), wb = load16(b + 16 * k);                 \
+                for (int m = 0; m < MB; m++) {                                        \
+                    float xv = x[m * K + k];                                          \
+                    s0[m] += xv * wa;                                                 \
+                    s1[m] += xv * wb;                                                 \
+                }                                                                     \
+            }                                                                         \
+        } else {                                                                      \
+            for (long k = 0; k < K; k++) {                                            \
+                v16 wa = load16(a + 16 * k);                                          \
+                for (int m = 0; m < MB; m++) s0[m] += x[m * K + k] * wa;              \
             }                                                                         \
         }                                                                             \
         for (int m = 0; m < MB; m++) {                                                \
             store16(out + m * ldo + p * 16, s0[m]);                                   \
-            store16(out + m * ldo + p * 16 + 16, s1[m]);                              \
+            if (two) store16(out + m * ldo + p * 16 + 16, s1[m]);                     \
         }                                                                             \
-    }                                                                                 \
-    for (; p < p1; p++) {                                                             \
-        const float *a = w + p * 16 * K;                                              \
-        v16 s0[MB];                                                                   \
-        for (int m = 0; m < MB; m++) s0[m] = (v16){0};                                \
-        for (long k = 0; k < K; k++) {                                                \
-            v16 wa = load16(a + 16 * k);                                              \
-            for (int m = 0; m < MB; m++) s0[m] += x[m * K + k] * wa;                  \
-        }                                                                             \
-        for (int m = 0; m < MB; m++) store16(out + m * ldo + p * 16, s0[m]);          \
     }
+BLOCK(1) BLOCK(2) BLOCK(3) BLOCK(4) BLOCK(5) BLOCK(6) BLOCK(7) BLOCK(8)
 
-static void rows(const float *x, int mb, const float *w, long K, long p0, long p1,
-                 float *out, long ldo) {
-    long p = p0;
-    switch (mb) {
-    case 8: PANELS(8) break;
-    case 7: PANELS(7) break;
-    case 6: PANELS(6) break;
-    case 5: PANELS(5) break;
-    case 4: PANELS(4) break;
-    case 3: PANELS(3) break;
-    case 2: PANELS(2) break;
-    default: PANELS(1) break;
-    }
-}
+typedef void (*block_fn)(const float *, const float *, long, long, int, float *, long);
+static const block_fn BLOCKS[9] = {0, block1, block2, block3, block4, block5, block6,
+                                   block7, block8};
+
+/* Rows are taken CHUNK at a time so that, for many rows (a prompt), a chunk of
+ * activations and a pair of panels both stay in cache while every 8-row block of the
+ * chunk passes over the pair: the weight is read from memory once per chunk. */
+#define CHUNK 64
 
 /* out[m * ldo + v] = sum_k x[m * K + k] * W[v, k] for m < M and panels p0 <= p < p1. */
 void panel_matmul(const float *x, long M, const float *w, long K, long p0, long p1,
                   float *out, long ldo) {
-    for (long m0 = 0; m0 < M; m0 += 8) {
-        int mb = M - m0 < 8 ? (int)(M - m0) : 8;
-        rows(x + m0 * K, mb, w, K, p0, p1, out + m0 * ldo, ldo);
+    for (long c = 0; c < M; c += CHUNK) {
+        long ce = c + CHUNK < M ? c + CHUNK : M;
+        for (long p = p0; p < p1; p += 2) {
+            int two = p + 1 < p1;
+            for (long m0 = c; m0 < ce; m0 += 8) {
+                int mb = ce - m0 < 8 ? (int)(ce - m0) : 8;
+                BLOCKS[mb](x + m0 * K, w, K, p, two, out + m0 * ldo, ldo);
+            }
+        }
     }
 }
