@@ -8,9 +8,7 @@ loaded and one path undone:
 - `--off head`: the output projection's few-row sgemms as 2,048-row blocks on one thread,
   as before engine/cpu_head.py took the direct-kernel blocks on two threads;
 - `--off panel`: the output projection through cpu_head.py's BLAS blocks instead of
-  engine/panel_head.py's kernel over packed panels;
-- `--off layers`: the layers' linears through cpu_blocked.py instead of
-  engine/panel_linear.py's kernel.
+  engine/panel_head.py's kernel over packed panels.
 
 Prints each run's median decode step, the per-rep off/on ratio, and whether the greedy
 tokens matched.
@@ -32,19 +30,10 @@ from mlx_server.platform import ensure_fast_blas
 
 
 def _toggles(name: str, model: Any) -> tuple[Callable[[], None], Callable[[], None]]:
-    from mlx_server.engine import cpu_blocked, cpu_head, panel_head, panel_linear
+    from mlx_server.engine import cpu_blocked, cpu_head, panel_head
 
     if name == "blocked":
         return (lambda: cpu_blocked.install(model)), (lambda: cpu_blocked.uninstall(model))
-    if name == "layers":
-        def to_blocked() -> None:
-            panel_linear.uninstall(model)
-            cpu_blocked.install(model)
-
-        def to_layers() -> None:
-            cpu_blocked.uninstall(model)
-            panel_linear.install(model)
-        return to_layers, to_blocked
     if name == "panel":
         def to_blas() -> None:
             if panel_head.uninstall(model):
@@ -69,7 +58,7 @@ def _toggles(name: str, model: Any) -> tuple[Callable[[], None], Callable[[], No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--off", choices=["blocked", "head", "panel", "layers"], required=True)
+    ap.add_argument("--off", choices=["blocked", "head", "panel"], required=True)
     ap.add_argument("--model", type=Path, help="model folder (default: the embedded Gemma 3 270M)")
     ap.add_argument("--n", type=int, default=8, help="requests per burst (the decode batch)")
     ap.add_argument("--tokens", type=int, default=32)

@@ -21,7 +21,6 @@ from . import (
     gelu_gate,
     norm_scale,
     panel_head,
-    panel_linear,
     proj_fuse,
 )
 
@@ -85,8 +84,6 @@ def load_model(
     mx.eval(model.parameters())
     # the output projection on CPU: panels through a native kernel, else BLAS (host sync)
     sync_forward = panel_head.install(model) or cpu_head.install(model)
-    # the layers' linears on CPU: the same kernel (a host sync each), else blocked sgemms
-    sync_forward = panel_linear.install(model) > 0 or sync_forward
     cpu_blocked.install(model)  # few-row linears: blocked sgemms on two streams (CPU only)
     cpu_ops.install(model)  # gelu, attention softmax, logsumexp: numpy's SIMD loops (CPU only)
     norm_scale.install(model)  # Gemma's (1 + weight) norm scales: once, not every step

@@ -12,6 +12,12 @@ of each activation row, with no horizontal sums.
 The kernel sums each output over k in order, so a row's outputs do not depend on the
 batch around it; their last bits differ from a BLAS's blocked sums. Needs a C compiler
 (native.py); callers keep their BLAS paths without one.
+
+Only the output projection uses it (panel_head.py). The layers' 126 linears through it
+(q/k/v and gate/up stacked: four host syncs a layer; prompts through a transposed copy)
+took ~23 ms of a batch-8 step against ~51 ms, but served at 8 clients they were no
+faster (55.83 / 53.49 / 51.02 against 56.86 / 51.12 / 54.76 tok/s, alternated) and
+time to first token rose 5-15%, so they stay in MLX (cpu_blocked.py).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from . import native
 
 PANEL = 16  # weight rows per panel: one 16-float vector per activation row and k
 # Up to this many rows (a decode step's batch) a product runs eagerly in the kernel;
-# more (a prompt) stay lazy in MLX (`lazy_product`).
+# more (a prompt) stay lazy in MLX (panel_head.py).
 MAX_ROWS = 16
 # Weights smaller than this (elements) run on the calling thread alone: handing half of
 # them to another thread costs about as much as it saves.
@@ -116,14 +122,6 @@ def eager(packed: np.ndarray, x: mx.array) -> mx.array:
     mx.eval(x)
     rows = np.asarray(x).reshape(-1, x.shape[-1])
     return mx.array(matmul(packed, rows)).reshape(*x.shape[:-1], packed.shape[0])
-
-
-def lazy_product(weight: mx.array, x: mx.array) -> mx.array:
-    """x @ W.T as a lazy MLX graph over the packed `weight`: the panels are transposed
-    back to rows (a temporary copy when evaluated), then MLX's own matmul."""
-    v, k = weight.shape
-    rows = weight.reshape(v // PANEL, k, PANEL).transpose(0, 2, 1).reshape(v, k)
-    return x @ rows.T
 
 
 def few_rows(x: mx.array) -> bool:

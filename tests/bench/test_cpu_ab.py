@@ -6,7 +6,7 @@ from bench import cpu_ab
 from mlx_server.engine import cpu_head
 
 
-@pytest.mark.parametrize("off", ["blocked", "head", "panel", "layers"])
+@pytest.mark.parametrize("off", ["blocked", "head", "panel"])
 def test_cpu_ab_runs_and_restores(off, tiny_gemma_dir, capsys):
     rows = cpu_head.block_rows
     assert cpu_ab.main(["--off", off, "--model", str(tiny_gemma_dir), "--n", "3",
