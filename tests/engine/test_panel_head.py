@@ -108,6 +108,7 @@ def test_loader_takes_panels_else_blas(tiny_llama_dir, monkeypatch):
 def test_native_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
     monkeypatch.setenv("MLX_SERVER_CACHE", str(tmp_path))
     monkeypatch.setattr(native, "_BUILT", {})
+    real_compiler = native.compiler
     calls = []
     real = native._compile
     monkeypatch.setattr(native, "_compile", lambda *a: calls.append(a[2]) or real(*a))
@@ -125,4 +126,10 @@ def test_native_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
     assert list((tmp_path / "other").glob("*")) == []
     monkeypatch.setattr(native, "_BUILT", {})
     monkeypatch.setattr(native, "compiler", lambda: None)
+    assert native.load("panel_head") is None
+    # MLX_SERVER_NATIVE=0: nothing built or loaded, even from the cache
+    monkeypatch.setattr(native, "_BUILT", {})
+    monkeypatch.setattr(native, "cache_dir", lambda: tmp_path / "native")  # built above
+    monkeypatch.setattr(native, "compiler", real_compiler)
+    monkeypatch.setattr(native, "ENABLED", False)
     assert native.load("panel_head") is None
