@@ -31,6 +31,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import native
+from .thread_flag import ThreadFlag
 
 PANEL = 16  # weight rows per panel: one 16-float vector per activation row and k
 # Up to this many rows (a decode step's batch) a product runs eagerly in the kernel;
@@ -124,5 +125,12 @@ def eager(packed: np.ndarray, x: mx.array) -> mx.array:
     return mx.array(matmul(packed, rows)).reshape(*x.shape[:-1], packed.shape[0])
 
 
-def few_rows(x: mx.array) -> bool:
-    return x.size // x.shape[-1] <= MAX_ROWS
+# Set around a forward whose every row's output is read (a speculative verify step):
+# the kernel then takes any number of rows, where the lazy form would be 2-3x slower.
+EVERY_ROW = ThreadFlag()
+
+
+def eager_rows(x: mx.array) -> bool:
+    """Whether x's product should run now in the kernel: a decode step's few rows, or
+    any rows inside `EVERY_ROW`."""
+    return x.size // x.shape[-1] <= MAX_ROWS or bool(EVERY_ROW)

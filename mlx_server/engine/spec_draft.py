@@ -12,6 +12,7 @@ from mlx_lm.generate import _extend_cache, _merge_caches
 from mlx_lm.models.cache import BatchKVCache, BatchRotatingKVCache, make_prompt_cache
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
+from . import panels
 from .loader import LoadedModel, load_model
 from .types import ModelLoadError, SamplingParams
 
@@ -149,7 +150,8 @@ class DraftRunner:
         pos = min(len(k) for k in known)
         if pos > 1:
             unrotate(self.cache)
-        logits = self.model(mx.array([s[:pos] for s in seqs]), cache=self.cache)[:, -1, :]
+        with panels.EVERY_ROW.set(True):  # evaluated (last position), not a cache fill
+            logits = self.model(mx.array([s[:pos] for s in seqs]), cache=self.cache)[:, -1, :]
         self.fed = pos
         while True:
             lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)

@@ -27,6 +27,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, GenerationBatch
 
 from ..config import SpecConfig
+from . import panels
 from .loader import LoadedModel
 from .ngram import NgramIndex
 from .spec_draft import (
@@ -122,7 +123,8 @@ class SpeculativeBatch(GenerationBatch):
         inputs = [x + [x[-1]] * (width - len(x)) for x in inputs]  # padding: never verified
         if width > 1:
             unrotate(self.prompt_cache)
-        logits = self.model(mx.array(inputs), cache=self.prompt_cache)
+        with panels.EVERY_ROW.set(True):  # every row's logits are verified
+            logits = self.model(mx.array(inputs), cache=self.prompt_cache)
         lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         results = self._verify(lp)
         valid = [len(r.pending) + len(acc) for r, (acc, _, _) in zip(self.rows, results)]

@@ -133,3 +133,23 @@ def test_native_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "compiler", real_compiler)
     monkeypatch.setattr(native, "ENABLED", False)
     assert native.load("panel_head") is None
+
+
+def test_every_row_flag_takes_the_kernel_for_many_rows(monkeypatch):
+    """A speculative verify step reads every row: the kernel, not the lazy form."""
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((64, 32), dtype=np.float32)
+    packed = weight.copy()
+    panels.pack(packed)
+    x = mx.array(rng.standard_normal((2, 20, 32), dtype=np.float32))  # 40 rows
+    calls = []
+    real = panels.matmul
+    monkeypatch.setattr(panels, "matmul", lambda w, r: calls.append(r.shape) or real(w, r))
+    lazy = panel_head._project(packed, mx.array(packed), x)
+    assert calls == []
+    with panels.EVERY_ROW.set(True):
+        now = panel_head._project(packed, mx.array(packed), x)
+    assert calls == [(40, 32)] and not panels.EVERY_ROW
+    ref = np.array(x) @ weight.T
+    np.testing.assert_allclose(np.array(lazy), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.array(now), ref, rtol=1e-4, atol=1e-4)
