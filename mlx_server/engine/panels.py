@@ -76,22 +76,23 @@ def packable(weight: mx.array) -> bool:
     return v % PANEL == 0 and v * k < 2**32 and np.asarray(weight).flags.writeable
 
 
+def _transpose_panels(weight: np.ndarray, before: tuple[int, int]) -> None:
+    """Transpose every 16-row block of `weight` in place, from `before` to its reverse."""
+    v, _ = weight.shape
+    blocks = weight.reshape(v // PANEL, *before)
+    for i in range(0, v // PANEL, _CHUNK):
+        chunk = blocks[i:i + _CHUNK]
+        chunk.reshape(-1, before[1], before[0])[:] = chunk.transpose(0, 2, 1).copy()
+
+
 def pack(weight: np.ndarray) -> None:
     """Rewrite a row-major [V, K] float32 weight as V/16 panels, in place."""
-    v, k = weight.shape
-    panels = weight.reshape(v // PANEL, PANEL, k)
-    for i in range(0, v // PANEL, _CHUNK):
-        block = panels[i:i + _CHUNK]
-        block.reshape(-1, k, PANEL)[:] = block.transpose(0, 2, 1).copy()
+    _transpose_panels(weight, (PANEL, weight.shape[1]))
 
 
 def unpack(weight: np.ndarray) -> None:
     """The inverse of `pack`."""
-    v, k = weight.shape
-    panels = weight.reshape(v // PANEL, k, PANEL)
-    for i in range(0, v // PANEL, _CHUNK):
-        block = panels[i:i + _CHUNK]
-        block.reshape(-1, PANEL, k)[:] = block.transpose(0, 2, 1).copy()
+    _transpose_panels(weight, (weight.shape[1], PANEL))
 
 
 def matmul(packed: np.ndarray, x: np.ndarray) -> np.ndarray:
