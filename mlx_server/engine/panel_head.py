@@ -9,8 +9,8 @@ A prompt's rows get a lazy MLX product over the panels instead, which nothing ev
 in normal serving (mlx-lm samples from the last token's own step); it is correct, if
 slow (1.3-3.5x an sgemm over the rows), when something does: forwards that read every
 row's logits (speculative verify steps) set `panels.EVERY_ROW` and take the kernel, as
-fast as MLX's sgemm from 17 to 128 rows. The embedding lookup of a
-tied head reads the panels with a gather, exactly.
+fast as MLX's sgemm from 17 to 128 rows. The embedding lookup of a tied head reads the
+panels with a gather, exactly.
 """
 
 from __future__ import annotations
