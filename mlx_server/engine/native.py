@@ -25,7 +25,9 @@ from pathlib import Path
 
 log = logging.getLogger("mlx_server.engine")
 
-FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
+# One flag set per attempt, first that builds wins. Only -march=native: a kernel built
+# for a baseline CPU can be far slower than the portable path it replaces.
+FLAG_SETS = (["-O3", "-march=native"],)
 _LOCK = threading.Lock()
 _BUILT: dict[str, ctypes.CDLL | None] = {}
 # Set MLX_SERVER_NATIVE=0 to never build or load these kernels.
@@ -36,6 +38,19 @@ def cache_dir() -> Path:
     base = os.environ.get("MLX_SERVER_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlx-server")
     return Path(base) / "native"
+
+
+def _usable_dir() -> Path | None:
+    """The cache folder, or a temporary one where it cannot be written (a read-only home,
+    as in containers with a read-only root filesystem); None if neither can."""
+    for d in (cache_dir(), Path(tempfile.gettempdir()) / f"mlx-server-native-{os.getuid()}"):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if os.access(d, os.W_OK | os.X_OK):
+                return d
+        except OSError:
+            continue
+    return None
 
 
 def compiler() -> str | None:
@@ -64,9 +79,12 @@ def _version(cc: str) -> str:
 
 
 def _compile(cc: str, source: Path, flags: list[str], out: Path) -> bool:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+    except OSError as e:
+        log.debug("building %s failed: %s", source.name, e)
+        return False
     try:
         r = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", tmp, str(source)],
                            capture_output=True, text=True, timeout=300, check=False)
@@ -94,9 +112,10 @@ def load(name: str) -> ctypes.CDLL | None:
 
 
 def _load(name: str) -> ctypes.CDLL | None:
-    cc = compiler()
-    if cc is None:
-        log.info("no C compiler: the %s kernel is not built (portable path kept)", name)
+    cc, folder = compiler(), _usable_dir()
+    if cc is None or folder is None:
+        log.info("no C compiler or no writable folder: the %s kernel is not built "
+                 "(portable path kept)", name)
         return None
     with resources.as_file(resources.files(__package__) / "kernels" / f"{name}.c") as src:
         source = Path(src)
@@ -106,7 +125,7 @@ def _load(name: str) -> ctypes.CDLL | None:
             key = hashlib.sha256(b"\0".join(
                 [code, cc.encode(), version.encode(), " ".join(flags).encode(),
                  _cpu_signature().encode()])).hexdigest()[:16]
-            path = cache_dir() / f"{name}-{key}.so"
+            path = folder / f"{name}-{key}.so"
             if path.exists() or _compile(cc, source, flags, path):
                 try:
                     lib = ctypes.CDLL(str(path))

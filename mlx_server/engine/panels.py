@@ -11,7 +11,7 @@ of each activation row, with no horizontal sums.
 
 The kernel sums each output over k in order, so a row's outputs do not depend on the
 batch around it; their last bits differ from a BLAS's blocked sums. Needs a C compiler
-(native.py); callers keep their BLAS paths without one.
+(native.py) and AVX-512 (x86-64); callers keep their BLAS paths without them.
 
 Only the output projection uses it (panel_head.py). The layers' 126 linears through it
 (q/k/v and gate/up stacked: four host syncs a layer; prompts through a transposed copy)

@@ -1,6 +1,8 @@
 """The panel kernel (engine/panels.py), the output projection through it (panel_head.py), and
 its build (native.py)."""
 
+import platform
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -127,6 +129,16 @@ def test_native_build_is_cached_and_failures_fall_back(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_BUILT", {})
     monkeypatch.setattr(native, "compiler", lambda: None)
     assert native.load("panel_head") is None
+    # a cache folder that cannot be written (read-only home): built in a temporary one
+    monkeypatch.setattr(native, "_BUILT", {})
+    monkeypatch.setattr(native, "compiler", real_compiler)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setattr(native, "cache_dir", lambda: blocked / "native")  # under a file
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert native.load("panel_head") is not None
+    assert len(list((tmp_path / "tmp").glob("mlx-server-native-*/panel_head-*.so"))) == 1
     # MLX_SERVER_NATIVE=0: nothing built or loaded, even from the cache
     monkeypatch.setattr(native, "_BUILT", {})
     monkeypatch.setattr(native, "cache_dir", lambda: tmp_path / "native")  # built above
@@ -153,3 +165,15 @@ def test_every_row_flag_takes_the_kernel_for_many_rows(monkeypatch):
     ref = np.array(x) @ weight.T
     np.testing.assert_allclose(np.array(lazy), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.array(now), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 targets")
+def test_no_kernel_for_a_cpu_without_avx512(tmp_path, monkeypatch):
+    """Built for baseline x86-64 the kernel was ~20x slower than BLAS: it refuses to build."""
+    monkeypatch.setenv("MLX_SERVER_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_BUILT", {})
+    monkeypatch.setattr(native, "FLAG_SETS", (["-O3", "-march=x86-64"],))
+    assert native.load("panel_head") is None
+    monkeypatch.setattr(native, "_BUILT", {})
+    monkeypatch.setattr(native, "FLAG_SETS", (["-O3", "-march=x86-64", "-mavx512f"],))
+    assert native.load("panel_head") is not None
