@@ -137,6 +137,14 @@ def language_model(model: Any) -> Any:
     return getattr(model, "language_model", model)
 
 
+def head_and_embedding(model: Any) -> tuple[Any, Any]:
+    """The language model's `lm_head` and input embedding (None where it has none); with
+    no `lm_head`, the embedding is the output projection too (tied)."""
+    lm = language_model(model)
+    head = lm.get("lm_head") if isinstance(lm, dict) else None
+    return head, getattr(getattr(lm, "model", None), "embed_tokens", None)
+
+
 def install(model: nn.Module) -> bool:
     """Route the output projection's decode-step calls through BLAS (`_project`), on CPU with float32 weights.
 
@@ -145,14 +153,12 @@ def install(model: nn.Module) -> bool:
     """
     if mx.default_device() != mx.cpu or _SGEMV is None:
         return False
-    lm = language_model(model)
-    head = lm.get("lm_head") if isinstance(lm, dict) else None
+    head, embed = head_and_embedding(model)
     if type(head) is nn.Linear and head.weight.dtype == mx.float32:
         head._np_weight = np.asarray(head.weight)
         head.__class__ = _GemvLinear
         log.info("output projection: BLAS gemv/blocked sgemm for decode steps (%s)", "lm_head")
         return True
-    embed = getattr(getattr(lm, "model", None), "embed_tokens", None)
     if type(embed) is nn.Embedding and embed.weight.dtype == mx.float32:
         weight, linear = np.asarray(embed.weight), embed.as_linear
 
@@ -168,9 +174,8 @@ def install(model: nn.Module) -> bool:
 
 def uninstall(model: nn.Module) -> int:
     """Undo `install` (for A/B measurement). Returns how many it restored."""
-    lm = language_model(model)
-    n = revert(lm, _GemvLinear, forget=("_np_weight",))
-    embed = getattr(getattr(lm, "model", None), "embed_tokens", None)
+    n = revert(language_model(model), _GemvLinear, forget=("_np_weight",))
+    embed = head_and_embedding(model)[1]
     if embed is not None and "as_linear" in vars(embed):
         del vars(embed)["as_linear"]
         n += 1

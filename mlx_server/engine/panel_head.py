@@ -23,7 +23,7 @@ from mlx import nn
 
 from . import panels
 from .class_swap import revert
-from .cpu_head import language_model
+from .cpu_head import head_and_embedding, language_model
 
 log = logging.getLogger("mlx_server.engine")
 PANEL = panels.PANEL
@@ -67,9 +67,7 @@ def install(model: nn.Module) -> bool:
     kernel builds. Returns whether it did; decode forwards then end in a host sync."""
     if mx.default_device() != mx.cpu:
         return False
-    lm = language_model(model)
-    head = lm.get("lm_head") if isinstance(lm, dict) else None
-    embed = getattr(getattr(lm, "model", None), "embed_tokens", None)
+    head, embed = head_and_embedding(model)
     if type(head) is nn.Linear:
         target, cls, name = head, _PanelLinear, "lm_head"
     elif head is None and type(embed) is nn.Embedding:

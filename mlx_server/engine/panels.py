@@ -31,12 +31,10 @@ import mlx.core as mx
 import numpy as np
 
 from . import native
+from .cpu_head import MAX_ROWS  # a decode step's rows: the bound the BLAS path uses
 from .thread_flag import ThreadFlag
 
 PANEL = 16  # weight rows per panel: one 16-float vector per activation row and k
-# Up to this many rows (a decode step's batch) a product runs eagerly in the kernel;
-# more (a prompt) stay lazy in MLX (panel_head.py).
-MAX_ROWS = 16
 # Weights smaller than this (elements) run on the calling thread alone: handing half of
 # them to another thread costs about as much as it saves.
 SPLIT_MIN = 1 << 19
@@ -110,7 +108,7 @@ def matmul(packed: np.ndarray, x: np.ndarray) -> np.ndarray:
     if parts > 1 and _POOL is None:
         _POOL = ThreadPoolExecutor(threads() - 1, thread_name_prefix="mlx-server-panels")
     others = [_POOL.submit(fn, *args, cuts[i], cuts[i + 1], out.ctypes.data, vocab)
-              for i in range(1, parts)] if _POOL is not None and parts > 1 else []
+              for i in range(1, parts)] if parts > 1 else []
     try:
         fn(*args, cuts[0], cuts[1], out.ctypes.data, vocab)  # calls release the GIL
     finally:
@@ -134,4 +132,4 @@ EVERY_ROW = ThreadFlag()
 def eager_rows(x: mx.array) -> bool:
     """Whether x's product should run now in the kernel: a decode step's few rows, or
     any rows inside `EVERY_ROW`."""
-    return x.size // x.shape[-1] <= MAX_ROWS or bool(EVERY_ROW)
+    return x.size // x.shape[-1] <= MAX_ROWS or bool(EVERY_ROW)  # more: lazy (panel_head)
