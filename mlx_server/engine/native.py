@@ -23,6 +23,8 @@ import threading
 from importlib import resources
 from pathlib import Path
 
+from ..loading.gguf_cache import default_cache_root
+
 log = logging.getLogger("mlx_server.engine")
 
 # One flag set per attempt, first that builds wins. Only -march=native: a kernel built
@@ -35,9 +37,9 @@ ENABLED = os.environ.get("MLX_SERVER_NATIVE", "1") != "0"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("MLX_SERVER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlx-server")
-    return Path(base) / "native"
+    """`$MLX_SERVER_CACHE/native`, else `native` beside the GGUF import cache."""
+    base = os.environ.get("MLX_SERVER_CACHE")
+    return (Path(base) if base else default_cache_root().parent) / "native"
 
 
 def _usable_dir() -> Path | None:
